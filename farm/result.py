@@ -50,6 +50,8 @@ class Stats:
     tail_calls_verified: int = 0
     updates_per_s: float = 0.0
     tail_calls_per_s: float = 0.0
+    windows: int = 0           # BPF_PROG_TEST_RUN windows judged or not
+    windows_unjudged: int = 0  # the generation log no longer reached back
 
 
 @dataclass

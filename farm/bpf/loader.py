@@ -1,0 +1,167 @@
+"""Compile the corpus with clang (cached by content hash) and load it through
+bpftool, pinned under /sys/fs/bpf/farm/<run_id>/."""
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from farm.bpf import syscall
+from farm.bpf.corpus import (C_NR, PROGS_DIR, TARGETS_PER_SLOT, Topology,
+                             target_id, target_name)
+from farm.errors import InfraError
+
+BPFFS = Path("/sys/fs/bpf")
+FARM_PIN_ROOT = BPFFS / "farm"
+BPF_FS_TYPE = "bpf"
+
+
+class LoadError(InfraError):
+    """The kernel or a tool refused a program: becomes a load-error finding."""
+
+    def __init__(self, message: str, log: str = ""):
+        super().__init__(message)
+        self.log = log
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("FARM_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "farm")
+    return Path(base) / "bpf"
+
+
+def require_tool(name: str) -> str:
+    path = shutil.which(name)
+    if not path:
+        raise InfraError(f"{name} not found on PATH (install it: apt-get install "
+                         f"{'bpftool' if name == 'bpftool' else 'clang llvm'})")
+    return path
+
+
+def _clang_version(clang: str) -> str:
+    return subprocess.run([clang, "--version"], capture_output=True, text=True).stdout
+
+
+def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Path:
+    """The object file for this topology variant, compiled once per content."""
+    clang = require_tool("clang")
+    defines = [f"-DFARM_SLOTS={slots}"]
+    if fault:
+        defines.append("-DFARM_FAULT_" + fault.upper().replace("-", "_"))
+    flags = ["-O2", "-g", "-target", "bpf", "-I", str(PROGS_DIR),
+             "-I", "/usr/include/x86_64-linux-gnu", *defines]
+    h = hashlib.sha256()
+    for part in (topo.source.read_bytes(), *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.h"))),
+                 " ".join(flags).encode(), _clang_version(clang).encode()):
+        h.update(part)
+    out = cache_dir() / f"{topo.name}-{h.hexdigest()[:16]}.o"
+    if out.exists():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    proc = subprocess.run([clang, *flags, "-c", str(topo.source), "-o", str(tmp)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        tmp.unlink(missing_ok=True)
+        raise LoadError(f"clang failed on {topo.source.name}", proc.stderr)
+    tmp.replace(out)  # atomic: concurrent runs never see half a file
+    return out
+
+
+def bpffs_mounted(path: Path = BPFFS) -> bool:
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if left.split()[4] == str(path) and right.split()[0] == BPF_FS_TYPE:
+            return True
+    return False
+
+
+def ensure_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf only if nothing is mounted there: mounting
+    again would hide every pin made before."""
+    if bpffs_mounted():
+        return
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        if line.split()[4] == str(BPFFS):
+            raise InfraError(f"{BPFFS} holds a non-bpf mount; refusing to mount over it")
+    proc = subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InfraError(f"cannot mount bpffs at {BPFFS}: {proc.stderr.strip()}")
+
+
+@dataclass
+class LoadedTopology:
+    """One topology variant loaded and pinned, with open fds to what the
+    engine touches."""
+    topology: Topology
+    slots: int
+    fault: str | None
+    pin_dir: Path
+    obj: Path
+    prog_fds: dict[str, int] = field(default_factory=dict)
+    jmp_table_fd: int = -1
+    stats_fd: int = -1
+
+    @property
+    def label(self) -> str:
+        return self.topology.name + (f"+{self.fault}" if self.fault else "")
+
+    def targets(self, slot: int) -> list[tuple[int, int]]:
+        """(target id, prog fd) of every program that belongs in this slot."""
+        return [(target_id(slot, k), self.prog_fds[target_name(slot, k)])
+                for k in range(TARGETS_PER_SLOT)]
+
+    def prog_array(self) -> syscall.ProgArray:
+        return syscall.ProgArray(self.jmp_table_fd, f"{self.label}/jmp_table")
+
+    def counters(self) -> syscall.PerCpuCounters:
+        return syscall.PerCpuCounters(self.stats_fd, C_NR)
+
+    def close(self) -> None:
+        for fd in (*self.prog_fds.values(), self.jmp_table_fd, self.stats_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.prog_fds.clear()
+        self.jmp_table_fd = self.stats_fd = -1
+
+
+def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path) -> LoadedTopology:
+    """Load every program of the variant through bpftool and open them."""
+    bpftool = require_tool("bpftool")
+    obj = compile_topology(topo, slots, fault)
+    # bpftool tries to mount bpffs itself when the parent is missing: never let it.
+    pin_dir.mkdir(parents=True, exist_ok=False)
+    cmd = [bpftool, "prog", "loadall", str(obj), str(pin_dir / "progs"), "type", "tc",
+           "pinmaps", str(pin_dir / "maps")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LoadError(f"bpftool could not load {topo.name}: "
+                        f"{_last_error_line(proc.stderr)}", proc.stderr)
+    lt = LoadedTopology(topo, slots, fault, pin_dir, obj)
+    try:
+        for pin in sorted((pin_dir / "progs").iterdir()):
+            lt.prog_fds[pin.name] = syscall.obj_get(str(pin))
+        lt.jmp_table_fd = syscall.obj_get(str(pin_dir / "maps" / "jmp_table"))
+        lt.stats_fd = syscall.obj_get(str(pin_dir / "maps" / "stats"))
+    except Exception:
+        lt.close()
+        raise
+    return lt
+
+
+def _last_error_line(stderr: str) -> str:
+    lines = [ln for ln in stderr.splitlines()
+             if ln.strip() and "libbpf strict mode" not in ln and "--legacy" not in ln]
+    for ln in reversed(lines):
+        if "rror" in ln or "failed" in ln or "invalid" in ln.lower():
+            return ln.strip()
+    return lines[-1].strip() if lines else "unknown error"
+
+
+def remove_pins(path: Path) -> None:
+    """Unpin everything below path (bpffs: unlink and rmdir, no recursion flags)."""
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,89 @@
+"""The `farm` command. Exit codes for every command: 0 pass, 1 findings,
+2 bad input, 3 infrastructure error."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from farm.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_INFRA, EXIT_PASS, BadInput, FarmError
+
+VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FINDINGS, "error": EXIT_INFRA}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # bad arguments: one line, exit 2
+        self.exit(EXIT_BAD_INPUT, f"farm: {message}\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="farm", description="BPF tail-call test farm")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    run = sub.add_parser("run", help="run a job on this host, no broker")
+    run.add_argument("job", help="job spec (YAML), e.g. jobs/smoke.yaml")
+    run.add_argument("--duration", help="override the spec's duration (e.g. 30s, 5m)")
+    run.add_argument("--cpus", help="override the spec's CPUs (e.g. 0-3,6 or all)")
+    run.add_argument("--json", type=Path, metavar="PATH", help="write the result JSON here")
+    run.add_argument("--artifacts", type=Path, metavar="DIR",
+                     help="artifacts dir (default: artifacts/<run_id>)")
+    sub.add_parser("facts", help="print this host's facts as JSON")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "facts":
+            return _cmd_facts()
+    except FarmError as e:
+        print(f"farm: {e}", file=sys.stderr)
+        return e.exit_code
+    return EXIT_BAD_INPUT
+
+
+def _cmd_facts() -> int:
+    import json
+
+    from farm.facts import probe
+    print(json.dumps(probe().to_dict(), indent=2))
+    return EXIT_PASS
+
+
+def _cmd_run(args) -> int:
+    from farm import job as job_mod
+    from farm.console import Console
+    from farm.spec import load_spec, parse_duration
+
+    overrides = {}
+    if args.duration is not None:
+        try:
+            parse_duration(args.duration)
+        except ValueError as e:
+            raise BadInput(f"--duration: {e}") from None
+        overrides["duration"] = args.duration
+    if args.cpus is not None:
+        overrides["cpus"] = args.cpus
+    spec = load_spec(args.job, overrides)
+    if args.json and args.json.exists() and args.json.is_dir():
+        raise BadInput(f"--json: {args.json} is a directory")
+    if os.geteuid() != 0:
+        raise FarmError("farm run needs root (CAP_BPF and CAP_SYS_ADMIN) to load and run BPF programs")
+    console = Console(sys.stderr)
+    art = args.artifacts
+    if art is None:
+        art = Path("artifacts") / job_mod.new_run_id(spec.name)
+    console.start(spec)
+    result = job_mod.run_job(spec, job_mod.RunOptions(
+        artifacts=art, on_progress=console.progress, on_stage=console.stage))
+    console.finish(result, art)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        result.write(args.json)
+    return VERDICT_EXIT[result.verdict]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

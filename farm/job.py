@@ -1,0 +1,188 @@
+"""One job on this host, start to finish: the plain function under `farm run`
+(and, later, under the Celery task).
+
+    load (bpftool) -> stress (writers, runners, oracle) -> kernel log and
+    taint -> Result, with artifacts
+"""
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from farm import facts as facts_mod
+from farm.bpf import jit
+from farm.bpf.corpus import TOPOLOGIES
+from farm.bpf.loader import LoadedTopology, LoadError, ensure_bpffs, load_topology, remove_pins, require_tool
+from farm.bpf.pins import PinGuard, run_pin_dir, sweep_stale
+from farm.detect.kmsg import KmsgFollower, write_marker
+from farm.detect.signature import classify
+from farm.detect.taint import read_taint, taint_finding
+from farm.errors import FarmError, InfraError
+from farm.result import Finding, ProgramInfo, Result, Stats, now_iso
+from farm.spec import JobSpec
+from farm.stress.engine import ProblemRecord, StressOutcome, run_stress
+
+
+@dataclass
+class RunOptions:
+    artifacts: Path | None = None
+    duration_s: float | None = None  # overrides the spec
+    on_progress: object = None       # called with engine.Progress
+    on_stage: object = None          # called with a short text per stage
+
+
+def new_run_id(job: str) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{job}-{stamp}-{secrets.token_hex(3)}-p{os.getpid()}"
+
+
+def run_job(spec: JobSpec, opts: RunOptions) -> Result:
+    """Run the job; always returns a Result (verdict error when the lab
+    broke) and writes its artifacts. Bad input never gets this far."""
+    stage = opts.on_stage or (lambda text: None)
+    run_id = new_run_id(spec.name)
+    host = facts_mod.probe()
+    result = Result(run_id=run_id, job=spec.name, host=host.host_json(), started=now_iso())
+    art = opts.artifacts
+    if art:
+        art.mkdir(parents=True, exist_ok=True)
+        _write_json(art / "facts.json", host.to_dict(), result, "facts")
+    duration = opts.duration_s or spec.duration
+    t_start = time.monotonic()
+    follower = None
+    try:
+        require_tool("clang")
+        require_tool("bpftool")
+        ensure_bpffs()
+        sweep_stale()
+        if "kmsg" in spec.checks:
+            follower = KmsgFollower()
+            follower.start()
+            write_marker(f"farm: run {run_id} start")
+        taint_before = read_taint()
+        stage("loading the corpus through bpftool")
+        outcome = _load_and_stress(spec, run_id, duration, result, opts, stage)
+        if outcome:
+            _add_outcome(result, spec, outcome)
+        if "taint" in spec.checks and (f := taint_finding(taint_before, read_taint())):
+            result.findings.append(f)
+    except FarmError as e:
+        result.error = str(e)
+    finally:
+        if follower:
+            write_marker(f"farm: run {run_id} end")
+            time.sleep(0.05)  # let our own end marker arrive
+            follower.stop()
+            records = follower.records
+            result.findings.extend(classify(records))
+            if art:
+                (art / "kmsg.txt").write_text("".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))
+                result.artifacts["kmsg"] = "kmsg.txt"
+    result.duration_s = round(time.monotonic() - t_start, 3)
+    result.settle_verdict()
+    if art:
+        result.artifacts["result"] = "result.json"
+        result.write(art / "result.json")
+    return result
+
+
+def _load_and_stress(spec, run_id, duration, result, opts, stage) -> StressOutcome | None:
+    pin_root = run_pin_dir(run_id)
+    guard = PinGuard(pin_root)  # before any BPF fd exists: it must hold none
+    loaded: list[LoadedTopology] = []
+    try:
+        pin_root.mkdir(parents=True)
+        for i, t in enumerate(spec.topologies):
+            try:
+                loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
+                                            pin_root / f"{i}-{t.name}"))
+            except LoadError as e:
+                result.findings.append(Finding(
+                    "load-error", f"load-error: {t.name}", str(e),
+                    detail={"topology": t.name, "slots": t.slots, "fault": t.fault, "log": e.log[-8000:]}))
+        if not loaded:
+            return None
+        stage(f"stressing {len(loaded)} topologies for {duration:g}s")
+        outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
+        stage("collecting JIT images")
+        _describe_programs(loaded, result, opts.artifacts)
+        return outcome
+    finally:
+        for lt in loaded:
+            lt.close()
+        remove_pins(pin_root)
+        guard.release()
+
+
+def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
+    result.stats = Stats(cpus=sorted(set(spec.writer_cpus) | set(spec.runner_cpus)),
+                         updates=o.updates, runs=o.runs, tail_calls_verified=o.verified,
+                         updates_per_s=round(o.updates / o.duration_s, 1) if o.duration_s else 0.0,
+                         tail_calls_per_s=round(o.verified / o.duration_s, 1) if o.duration_s else 0.0)
+    result.stats.windows, result.stats.windows_unjudged = o.windows, o.unjudged
+    result.findings.extend(_merge_problems(o.problems, spec))
+    for text in o.hung:
+        result.findings.append(Finding("hang", "hang: stress process", text))
+    if o.child_failures:
+        result.error = "; ".join(o.child_failures)
+    elif o.interrupted:
+        result.error = f"interrupted after {o.duration_s:.1f}s"
+
+
+def _merge_problems(records: list[ProblemRecord], spec: JobSpec) -> list[Finding]:
+    """One finding per (kind, topology, slot, observed), merged over CPUs."""
+    merged: dict[tuple, tuple[ProblemRecord, list[int], int, int]] = {}
+    for r in records:
+        p = r.first
+        key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
+        if key in merged:
+            first, cpus, windows, count = merged[key]
+            merged[key] = (first, cpus + [r.cpu], windows + r.windows, count + r.count)
+        else:
+            merged[key] = (r, [r.cpu], r.windows, r.count)
+    findings = []
+    for (kind, label, slot, _), (r, cpus, windows, count) in merged.items():
+        topo = label.split("+")[0]
+        fault = next((t.fault for t in spec.topologies if t.name == topo and t.fault), None)
+        findings.append(Finding(
+            kind, f"{kind} in {topo}", r.first.summary, cpu=r.cpu,
+            detail={**r.first.detail, "window_s": [round(x, 6) for x in r.window],
+                    "cpus": sorted(set(cpus)), "windows": windows, "occurrences": count,
+                    "reproduce": {"job": spec.name, "topology": topo, "fault": fault,
+                                  "slots": next(t.slots for t in spec.topologies if t.name == topo),
+                                  "cpu": r.cpu, "repeat": spec.repeat}}))
+    return findings
+
+
+def _describe_programs(loaded: list[LoadedTopology], result: Result, art: Path | None) -> None:
+    """ProgramInfo of every program, and its JIT image, disassembly and
+    xlated dump as artifacts. Read after the stress: the image then shows
+    the slots' final poke state."""
+    kallsyms = jit.Kallsyms() if art else None
+    for lt in loaded:
+        for name, fd in sorted(lt.prog_fds.items()):
+            img = jit.read_jit(fd)
+            full = f"{lt.pin_dir.name}/{name}"
+            result.programs.append(ProgramInfo(full, img.prog_id, img.tag, len(img.image), img.sha256))
+            if not art:
+                continue
+            d = art / "jit" / lt.pin_dir.name
+            d.mkdir(parents=True, exist_ok=True)
+            (d / f"{name}.bin").write_bytes(img.image)
+            (d / f"{name}.S").write_text(jit.disassemble(img, kallsyms))
+            (d / f"{name}.xlated.txt").write_text(jit.dump_xlated(img.prog_id))
+            for ext in (".bin", ".S", ".xlated.txt"):
+                result.artifacts[f"{full}{ext}"] = f"jit/{lt.pin_dir.name}/{name}{ext}"
+
+
+def _write_json(path: Path, data: dict, result: Result, key: str) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+        result.artifacts[key] = path.name
+    except OSError as e:
+        raise InfraError(f"cannot write artifact {path}: {e}") from None

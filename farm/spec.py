@@ -1,0 +1,231 @@
+"""Job specs: the YAML in jobs/, validated into a JobSpec.
+
+Every bad input becomes a BadInput naming the file, the field and what is
+allowed, so `farm run` exits 2 with one clear line.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
+from farm.errors import BadInput
+
+MAX_DURATION_S = 7 * 24 * 3600
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+OPS = ("install", "replace", "delete")
+CHECKS = ("oracle", "kmsg", "taint")
+
+
+def parse_duration(value) -> float:
+    """'10s', '5m', '1.5h', 30 -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration like 10s, 5m or 1h")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(f"{value!r} is not a duration (use e.g. 10s, 5m, 1h)")
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise ValueError(f"{value!r} is out of range (more than 0, at most 7d)")
+    return seconds
+
+
+def available_cpus() -> set[int]:
+    return set(os.sched_getaffinity(0))
+
+
+def parse_cpus(value) -> list[int]:
+    """'all', '0-3,6', 2, [0, 1] -> sorted CPU numbers, each usable here."""
+    have = available_cpus()
+    if value in (None, "all"):
+        return sorted(have)
+    cpus: set[int] = set()
+    if isinstance(value, bool):
+        raise ValueError("'all', a list like '0-3,6', or a list of numbers")
+    if isinstance(value, int):
+        cpus = {value}
+    elif isinstance(value, list) and all(isinstance(c, int) and not isinstance(c, bool) for c in value):
+        cpus = set(value)
+    elif isinstance(value, str) and re.fullmatch(r"\s*\d+(\s*-\s*\d+)?(\s*,\s*\d+(\s*-\s*\d+)?)*\s*", value):
+        for part in value.split(","):
+            lo, _, hi = part.partition("-")
+            lo_i, hi_i = int(lo), int(hi or lo)
+            if hi_i < lo_i or hi_i - lo_i > 4096:
+                raise ValueError(f"bad CPU range {part.strip()!r}")
+            cpus.update(range(lo_i, hi_i + 1))
+    else:
+        raise ValueError(f"{value!r}: use 'all', a list like '0-3,6', or a list of numbers")
+    missing = sorted(cpus - have)
+    if missing:
+        raise ValueError(f"CPU {missing[0]} does not exist or is not usable here "
+                         f"(this host has {_ranges(sorted(have))})")
+    if not cpus:
+        raise ValueError("no CPUs given")
+    return sorted(cpus)
+
+
+def _ranges(cpus: list[int]) -> str:
+    out, start = [], None
+    for i, c in enumerate(cpus):
+        if start is None:
+            start = c
+        if i + 1 == len(cpus) or cpus[i + 1] != c + 1:
+            out.append(f"{start}" if start == c else f"{start}-{c}")
+            start = None
+    return ",".join(out)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopologySpec(_Strict):
+    name: str
+    slots: int = 1
+    fault: str | None = Field(default=None, description="test-only: a corpus variant that misbehaves")
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in TOPOLOGIES:
+            raise ValueError(f"unknown topology {v!r} (allowed: {', '.join(TOPOLOGIES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _fits(self) -> "TopologySpec":
+        topo = TOPOLOGIES[self.name]
+        top = MAX_SLOTS if topo.multi_slot else 1
+        if not 1 <= self.slots <= top:
+            raise ValueError(f"slots {self.slots} out of range for {self.name} (allowed: 1..{top})")
+        if self.fault is not None and self.fault not in topo.faults:
+            allowed = ", ".join(topo.faults) or "none"
+            raise ValueError(f"fault {self.fault!r} not available for {self.name} (allowed: {allowed})")
+        return self
+
+
+class WritersSpec(_Strict):
+    cpus: list[int] | None = None
+    ops: tuple[Literal["install", "replace", "delete"], ...] = OPS
+    rate: float = Field(default=0, ge=0, le=1e7, description="updates/s per writer; 0: full speed")
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, v):
+        return None if v is None else parse_cpus(v)
+
+    @field_validator("ops")
+    @classmethod
+    def _ops(cls, v):
+        if not v:
+            raise ValueError(f"at least one of {', '.join(OPS)}")
+        if "install" not in v and "delete" in v:
+            raise ValueError("delete without install would leave slots empty for good")
+        return tuple(dict.fromkeys(v))
+
+
+class RunnersSpec(_Strict):
+    cpus: list[int] | None = None
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, v):
+        return None if v is None else parse_cpus(v)
+
+
+class JobSpec(_Strict):
+    name: str
+    description: str = ""
+    duration: float = 10.0
+    cpus: list[int] = Field(default_factory=lambda: parse_cpus("all"))
+    repeat: int = Field(default=20000, ge=1, le=10_000_000)
+    topologies: tuple[TopologySpec, ...]
+    writers: WritersSpec = WritersSpec()
+    runners: RunnersSpec = RunnersSpec()
+    checks: tuple[Literal["oracle", "kmsg", "taint"], ...] = CHECKS
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
+            raise ValueError("letters, digits, '.', '_' and '-', at most 64, not starting with a symbol")
+        return v
+
+    @field_validator("duration", mode="before")
+    @classmethod
+    def _duration(cls, v):
+        return parse_duration(v)
+
+    @field_validator("cpus", mode="before")
+    @classmethod
+    def _cpus(cls, v):
+        return parse_cpus(v)
+
+    @field_validator("topologies", mode="before")
+    @classmethod
+    def _topologies(cls, v):
+        if not isinstance(v, list) or not v:
+            raise ValueError("a non-empty list of topology names or {name, slots, fault}")
+        return [{"name": t} if isinstance(t, str) else t for t in v]
+
+    @property
+    def writer_cpus(self) -> list[int]:
+        return self.writers.cpus or self.cpus
+
+    @property
+    def runner_cpus(self) -> list[int]:
+        return self.runners.cpus or self.cpus
+
+
+def _field_path(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after[_fits(), TopologySpec]",):
+            continue
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _message(err: dict) -> str:
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return msg
+
+
+def load_spec(path: str | Path, overrides: dict | None = None) -> JobSpec:
+    """Read and validate a job file; overrides (e.g. from the CLI) win."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such job file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: cannot read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where else ""
+        raise BadInput(f"{path}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: a job is a YAML mapping with at least 'topologies'")
+    data = {"name": path.stem, **data, **(overrides or {})}
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
+        raise BadInput(f"{path}: {_field_path(err['loc'])}: {_message(err)}{more}") from None

@@ -1,0 +1,1 @@
+"""Stress: writer and runner processes pinned to CPUs, and the oracle."""

@@ -1,0 +1,282 @@
+"""The stress engine: writer and runner processes pinned to CPUs.
+
+Writers churn prog_array slots (each slot has exactly one writer, which logs
+every update in the slot's generation log); runners call BPF_PROG_TEST_RUN
+with a large repeat and judge every window with the oracle. The parent only
+supervises: progress, deadline, Ctrl-C, and children that die.
+"""
+from __future__ import annotations
+
+import ctypes
+import mmap
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from dataclasses import dataclass, field
+
+from farm.bpf import syscall as sc
+from farm.bpf.corpus import EMPTY, target_id
+from farm.bpf.loader import LoadedTopology
+from farm.spec import JobSpec
+from farm.stress.churn import op_cycle
+from farm.stress.genlog import GenLogs
+from farm.stress.oracle import Problem, judge_window, slot_universe
+
+_ctx = mp.get_context("fork")
+_libc = ctypes.CDLL(None, use_errno=True)
+PR_SET_PDEATHSIG = 1
+
+# progress words per child: updates, runs, tail calls verified, problems, windows unjudged
+W_UPDATES, W_RUNS, W_VERIFIED, W_PROBLEMS, W_UNJUDGED, W_PER_CHILD = 0, 1, 2, 3, 4, 5
+MAX_PROBLEM_KEYS = 64  # distinct problems a runner reports in detail
+HANG_GRACE_S = 30.0  # a child still running this long after the deadline is hung
+
+
+@dataclass
+class Progress:
+    elapsed: float
+    updates: int
+    runs: int
+    verified: int
+    problems: int
+    unjudged: int
+
+
+@dataclass
+class ProblemRecord:
+    """A problem seen in one or more windows of one runner."""
+    first: Problem
+    cpu: int
+    window: tuple[float, float]  # seconds since stress start
+    windows: int = 1
+    count: int = 0
+
+
+@dataclass
+class StressOutcome:
+    started_ns: int
+    duration_s: float
+    updates: int = 0
+    runs: int = 0
+    verified: int = 0
+    windows: int = 0
+    unjudged: int = 0
+    problems: list[ProblemRecord] = field(default_factory=list)
+    child_failures: list[str] = field(default_factory=list)
+    hung: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def _child_setup(cpu: int) -> None:
+    """Die with the parent, leave Ctrl-C to it, run on exactly one CPU."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.sched_setaffinity(0, {cpu})
+
+
+class _Shared:
+    """Shared words: a stop flag, then W_PER_CHILD words per child."""
+
+    def __init__(self, children: int):
+        self._mm = mmap.mmap(-1, 8 * (1 + W_PER_CHILD * children))
+        self.q = memoryview(self._mm).cast("q")
+
+    def stop(self) -> None:
+        self.q[0] = 1
+
+    def stopped(self) -> bool:
+        return self.q[0] != 0
+
+    def base(self, child: int) -> int:
+        return 1 + child * W_PER_CHILD
+
+    def total(self, word: int, children: int) -> int:
+        return sum(self.q[self.base(c) + word] for c in range(children))
+
+
+def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
+            logs: GenLogs, spec: JobSpec, deadline_ns: int, shared: _Shared) -> None:
+    _child_setup(cpu)
+    syscall_fn, q, base = sc._syscall, shared.q, shared.base(child)
+    # Every step is prebuilt: (log, logged value, bpf command, attr address, attr size).
+    steps = []
+    for ti, slot in owned:
+        pa = loaded[ti].prog_array()
+        fds = dict(loaded[ti].targets(slot))
+        for op, k in op_cycle(spec.writers.ops):
+            if op == "delete":
+                attr, cmd, value = pa.delete_attr(slot), sc.BPF_MAP_DELETE_ELEM, EMPTY
+            else:
+                tid = target_id(slot, k)
+                attr, cmd, value = pa.update_attr(slot, fds[tid]), sc.BPF_MAP_UPDATE_ELEM, tid
+            steps.append((logs[(ti, slot)], value, cmd, ctypes.addressof(attr), ctypes.sizeof(attr), pa))
+    if not steps:
+        return
+    # Round-robin over slots, so one map's slots change in turn.
+    per_slot = len(op_cycle(spec.writers.ops))
+    order = [steps[s * per_slot + i] for i in range(per_slot) for s in range(len(owned))]
+    interval = 1e9 / spec.writers.rate if spec.writers.rate else 0
+    next_at = time.monotonic_ns()
+    done = 0
+    while True:
+        for log, value, cmd, addr, size, _ in order:
+            h = log.begin(value)
+            ret = syscall_fn(sc.SYS_BPF, cmd, addr, size)
+            log.end(h)
+            if ret < 0:
+                err = ctypes.get_errno()
+                if not (cmd == sc.BPF_MAP_DELETE_ELEM and err == 2):
+                    raise sc.BpfError(cmd, err, "prog_array slot")
+            done += 1
+            if interval:
+                next_at += interval
+                pause = next_at - time.monotonic_ns()
+                if pause > 0:
+                    time.sleep(pause / 1e9)
+        q[base + W_UPDATES] = done
+        if shared.stopped() or time.monotonic_ns() >= deadline_ns:
+            return
+
+
+def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, spec: JobSpec,
+            start_ns: int, deadline_ns: int, shared: _Shared, out: mp.Queue) -> None:
+    _child_setup(cpu)
+    q, base = shared.q, shared.base(child)
+    work = []
+    for ti, lt in enumerate(loaded):
+        ctrs = lt.counters()
+        tr = sc.TestRun(lt.prog_fds["entry"], spec.repeat, f"{lt.label}/entry")
+        slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
+        work.append((lt, ctrs, tr, slots, ctrs.read_cpu(cpu)))
+    records: dict[tuple, ProblemRecord] = {}
+    runs = verified = windows = unjudged = n_problems = 0
+    use_oracle = "oracle" in spec.checks
+    while not shared.stopped() and time.monotonic_ns() < deadline_ns:
+        for i, (lt, ctrs, tr, slots, prev) in enumerate(work):
+            t0 = time.monotonic_ns()
+            tr.run()
+            t1 = time.monotonic_ns()
+            cur = ctrs.read_cpu(cpu)
+            delta = [a - b for a, b in zip(cur, prev)]
+            work[i] = (lt, ctrs, tr, slots, cur)
+            windows += 1
+            allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
+            if any(v is None for v in allowed.values()):
+                unjudged += 1  # the log no longer reaches back: judge nothing
+                continue
+            v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
+            runs += v.runs
+            verified += v.tail_calls
+            if use_oracle:
+                for p in v.problems:
+                    n_problems += 1
+                    key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
+                    rec = records.get(key)
+                    if rec:
+                        rec.windows += 1
+                        rec.count += p.detail.get("count", 1)
+                    elif len(records) < MAX_PROBLEM_KEYS:
+                        records[key] = ProblemRecord(p, cpu, ((t0 - start_ns) / 1e9, (t1 - start_ns) / 1e9),
+                                                     count=p.detail.get("count", 1))
+            q[base + W_RUNS], q[base + W_VERIFIED] = runs, verified
+            q[base + W_PROBLEMS], q[base + W_UNJUDGED] = n_problems, unjudged
+    out.put(("runner", child, windows, list(records.values())))
+
+
+def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
+               on_progress=None, tick_s: float = 0.25) -> StressOutcome:
+    """Churn and run every loaded topology for duration_s on the spec's CPUs."""
+    keys = [(ti, s) for ti, lt in enumerate(loaded) for s in range(lt.slots)]
+    logs = GenLogs(keys)
+    for ti, s in keys:  # every slot starts filled, before any runner starts
+        tid, fd = loaded[ti].targets(s)[0]
+        loaded[ti].prog_array().install(s, fd)
+        logs[(ti, s)].record(tid)
+
+    writer_cpus, runner_cpus = spec.writer_cpus, spec.runner_cpus
+    owners: dict[int, list] = {w: [] for w in range(len(writer_cpus))}
+    for i, key in enumerate(keys):
+        owners[i % len(writer_cpus)].append(key)
+    n_children = len(writer_cpus) + len(runner_cpus)
+    shared = _Shared(n_children)
+    out: mp.Queue = _ctx.Queue()
+    start_ns = time.monotonic_ns()
+    deadline_ns = start_ns + int(duration_s * 1e9)
+    procs: list[tuple[str, int, mp.Process]] = []
+    outcome = StressOutcome(started_ns=start_ns, duration_s=0.0)
+    try:
+        for w, cpu in enumerate(writer_cpus):
+            p = _ctx.Process(target=_writer, name=f"farm-writer-{cpu}", daemon=True,
+                             args=(w, cpu, owners[w], loaded, logs, spec, deadline_ns, shared))
+            procs.append(("writer", cpu, p))
+        for r, cpu in enumerate(runner_cpus):
+            child = len(writer_cpus) + r
+            p = _ctx.Process(target=_runner, name=f"farm-runner-{cpu}", daemon=True,
+                             args=(child, cpu, loaded, logs, spec, start_ns, deadline_ns, shared, out))
+            procs.append(("runner", cpu, p))
+        for _, _, p in procs:
+            p.start()
+        _supervise(procs, shared, out, outcome, deadline_ns, on_progress, tick_s, n_children, start_ns)
+    except KeyboardInterrupt:
+        outcome.interrupted = True
+    finally:
+        shared.stop()
+        for _, _, p in procs:
+            if p.pid is not None:
+                p.join(timeout=5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        logs.close()
+    outcome.duration_s = (time.monotonic_ns() - start_ns) / 1e9
+    outcome.updates = shared.total(W_UPDATES, n_children)
+    return outcome
+
+
+def _supervise(procs, shared, out, outcome, deadline_ns, on_progress, tick_s, n_children, start_ns):
+    """Wait for every child, reading results as they come (a child's exit
+    waits for its queue to drain), stopping all when one dies."""
+    failed: set[int] = set()
+    grace_ns = deadline_ns + int(HANG_GRACE_S * 1e9)
+    while any(p.exitcode is None for _, _, p in procs):
+        try:
+            try:
+                _collect(out.get(timeout=tick_s), outcome)
+            except queue.Empty:
+                pass
+            for kind, cpu, p in procs:
+                if p.exitcode not in (None, 0) and p.pid not in failed:
+                    failed.add(p.pid)
+                    how = f"signal {-p.exitcode}" if p.exitcode < 0 else f"exit {p.exitcode}"
+                    outcome.child_failures.append(f"{kind} on CPU {cpu} (pid {p.pid}) died: {how}")
+                    shared.stop()  # a dead writer freezes its slots: end the run honestly
+            if time.monotonic_ns() > grace_ns:
+                for kind, cpu, p in procs:
+                    if p.exitcode is None:
+                        outcome.hung.append(f"{kind} on CPU {cpu} (pid {p.pid}) still running "
+                                            f"{HANG_GRACE_S:.0f}s past the deadline")
+                        p.kill()
+                grace_ns = 1 << 62
+            if on_progress:
+                on_progress(Progress((time.monotonic_ns() - start_ns) / 1e9,
+                                     *(shared.total(w, n_children) for w in
+                                       (W_UPDATES, W_RUNS, W_VERIFIED, W_PROBLEMS, W_UNJUDGED))))
+        except KeyboardInterrupt:
+            outcome.interrupted = True
+            shared.stop()
+    while True:
+        try:
+            _collect(out.get(timeout=0.2), outcome)
+        except queue.Empty:
+            break
+    outcome.runs = shared.total(W_RUNS, n_children)
+    outcome.verified = shared.total(W_VERIFIED, n_children)
+    outcome.unjudged = shared.total(W_UNJUDGED, n_children)
+
+
+def _collect(msg, outcome: StressOutcome) -> None:
+    _, _, windows, records = msg
+    outcome.windows += windows
+    outcome.problems.extend(records)
