@@ -22,6 +22,7 @@ from farm.bpf.loader import LoadedTopology
 from farm.spec import JobSpec
 from farm.stress.churn import op_cycle
 from farm.stress.genlog import GenLogs
+from farm.stress.native import FarmStep, churn_lib
 from farm.stress.oracle import Problem, judge_window, slot_universe
 
 _ctx = mp.get_context("fork")
@@ -82,6 +83,10 @@ class _Shared:
     def __init__(self, children: int):
         self._mm = mmap.mmap(-1, 8 * (1 + W_PER_CHILD * children))
         self.q = memoryview(self._mm).cast("q")
+        self._anchor = ctypes.c_char.from_buffer(self._mm)
+
+    def address(self, word: int) -> int:
+        return ctypes.addressof(self._anchor) + 8 * word
 
     def stop(self) -> None:
         self.q[0] = 1
@@ -96,93 +101,123 @@ class _Shared:
         return sum(self.q[self.base(c) + word] for c in range(children))
 
 
+class SlotWriter:
+    """Drives its slots through their op cycle, logging every update. The
+    loop itself is C (churn_loop.c): one bpf() per update and nothing else."""
+
+    def __init__(self, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
+                 logs: GenLogs, ops: tuple[str, ...]):
+        cycle = op_cycle(ops)
+        per_slot = []
+        self._arrays = []  # the steps point into these: keep them alive
+        for ti, slot in owned:
+            pa = loaded[ti].prog_array()
+            self._arrays.append(pa)
+            fds = dict(loaded[ti].targets(slot))
+            log = logs[(ti, slot)]
+            steps = []
+            for op, k in cycle:
+                if op == "delete":
+                    attr, cmd, value = pa.delete_attr(slot), sc.BPF_MAP_DELETE_ELEM, EMPTY
+                else:
+                    tid = target_id(slot, k)
+                    attr, cmd, value = pa.update_attr(slot, fds[tid]), sc.BPF_MAP_UPDATE_ELEM, tid
+                steps.append(FarmStep(log.head_addr, log.base_addr, log.cap, value,
+                                      ctypes.addressof(attr), cmd, ctypes.sizeof(attr)))
+            per_slot.append(steps)
+        # Round-robin over slots, so one map's slots change in turn.
+        order = [steps[i] for i in range(len(cycle)) for steps in per_slot]
+        self.steps = (FarmStep * len(order))(*order)
+        self.updates = 0
+
+    def run(self, deadline_ns: int, rate: float = 0, stop_addr: int | None = None,
+            progress_addr: int | None = None) -> int:
+        """Churn until the deadline or a non-zero word at stop_addr; rate in
+        updates/s (0: full speed). Progress is stored at progress_addr."""
+        if not len(self.steps):
+            return 0
+        own = (ctypes.c_int64 * 2)()
+        err, err_step = ctypes.c_int(0), ctypes.c_long(0)
+        n = churn_lib().farm_churn(self.steps, len(self.steps), deadline_ns,
+                                   int(1e9 / rate) if rate else 0,
+                                   stop_addr or ctypes.addressof(own),
+                                   progress_addr or ctypes.addressof(own) + 8,
+                                   ctypes.byref(err), ctypes.byref(err_step))
+        if n < 0:
+            step = self.steps[err_step.value]
+            raise sc.BpfError(step.cmd, err.value, "prog_array slot")
+        self.updates = n
+        return n
+
+
+class WindowRunner:
+    """Runs every topology's entry in turn on one CPU, one window each, and
+    judges every window with the oracle."""
+
+    def __init__(self, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, repeat: int,
+                 start_ns: int, use_oracle: bool = True):
+        self.cpu, self.start_ns, self.use_oracle = cpu, start_ns, use_oracle
+        self.work = []
+        for ti, lt in enumerate(loaded):
+            ctrs = lt.counters()
+            tr = sc.TestRun(lt.prog_fds["entry"], repeat, f"{lt.label}/entry")
+            slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
+            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu)])
+        self.records: dict[tuple, ProblemRecord] = {}
+        self.runs = self.verified = self.windows = self.unjudged = self.problems = 0
+
+    def round(self) -> None:
+        cpu = self.cpu
+        for w in self.work:
+            lt, ctrs, tr, slots, prev = w
+            t0 = time.monotonic_ns()
+            tr.run()
+            t1 = time.monotonic_ns()
+            cur = ctrs.read_cpu(cpu)
+            delta = [a - b for a, b in zip(cur, prev)]
+            w[4] = cur
+            self.windows += 1
+            allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
+            if any(v is None for v in allowed.values()):
+                self.unjudged += 1  # the log no longer reaches back: judge nothing
+                continue
+            v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
+            self.runs += v.runs
+            self.verified += v.tail_calls
+            if self.use_oracle:
+                for p in v.problems:
+                    self._note(p, t0, t1)
+
+    def _note(self, p: Problem, t0: int, t1: int) -> None:
+        self.problems += 1
+        count = p.detail.get("count", 1)
+        key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
+        rec = self.records.get(key)
+        if rec:
+            rec.windows += 1
+            rec.count += count
+        elif len(self.records) < MAX_PROBLEM_KEYS:
+            self.records[key] = ProblemRecord(
+                p, self.cpu, ((t0 - self.start_ns) / 1e9, (t1 - self.start_ns) / 1e9), count=count)
+
+
 def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
             logs: GenLogs, spec: JobSpec, deadline_ns: int, shared: _Shared) -> None:
     _child_setup(cpu)
-    syscall_fn, q, base = sc._syscall, shared.q, shared.base(child)
-    # Every step is prebuilt: (log, logged value, bpf command, attr address, attr size).
-    steps = []
-    for ti, slot in owned:
-        pa = loaded[ti].prog_array()
-        fds = dict(loaded[ti].targets(slot))
-        for op, k in op_cycle(spec.writers.ops):
-            if op == "delete":
-                attr, cmd, value = pa.delete_attr(slot), sc.BPF_MAP_DELETE_ELEM, EMPTY
-            else:
-                tid = target_id(slot, k)
-                attr, cmd, value = pa.update_attr(slot, fds[tid]), sc.BPF_MAP_UPDATE_ELEM, tid
-            steps.append((logs[(ti, slot)], value, cmd, ctypes.addressof(attr), ctypes.sizeof(attr), pa))
-    if not steps:
-        return
-    # Round-robin over slots, so one map's slots change in turn.
-    per_slot = len(op_cycle(spec.writers.ops))
-    order = [steps[s * per_slot + i] for i in range(per_slot) for s in range(len(owned))]
-    interval = 1e9 / spec.writers.rate if spec.writers.rate else 0
-    next_at = time.monotonic_ns()
-    done = 0
-    while True:
-        for log, value, cmd, addr, size, _ in order:
-            h = log.begin(value)
-            ret = syscall_fn(sc.SYS_BPF, cmd, addr, size)
-            log.end(h)
-            if ret < 0:
-                err = ctypes.get_errno()
-                if not (cmd == sc.BPF_MAP_DELETE_ELEM and err == 2):
-                    raise sc.BpfError(cmd, err, "prog_array slot")
-            done += 1
-            if interval:
-                next_at += interval
-                pause = next_at - time.monotonic_ns()
-                if pause > 0:
-                    time.sleep(pause / 1e9)
-        q[base + W_UPDATES] = done
-        if shared.stopped() or time.monotonic_ns() >= deadline_ns:
-            return
+    SlotWriter(owned, loaded, logs, spec.writers.ops).run(
+        deadline_ns, spec.writers.rate, shared.address(0), shared.address(shared.base(child) + W_UPDATES))
 
 
 def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, spec: JobSpec,
             start_ns: int, deadline_ns: int, shared: _Shared, out: mp.Queue) -> None:
     _child_setup(cpu)
     q, base = shared.q, shared.base(child)
-    work = []
-    for ti, lt in enumerate(loaded):
-        ctrs = lt.counters()
-        tr = sc.TestRun(lt.prog_fds["entry"], spec.repeat, f"{lt.label}/entry")
-        slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
-        work.append((lt, ctrs, tr, slots, ctrs.read_cpu(cpu)))
-    records: dict[tuple, ProblemRecord] = {}
-    runs = verified = windows = unjudged = n_problems = 0
-    use_oracle = "oracle" in spec.checks
+    r = WindowRunner(cpu, loaded, logs, spec.repeat, start_ns, "oracle" in spec.checks)
     while not shared.stopped() and time.monotonic_ns() < deadline_ns:
-        for i, (lt, ctrs, tr, slots, prev) in enumerate(work):
-            t0 = time.monotonic_ns()
-            tr.run()
-            t1 = time.monotonic_ns()
-            cur = ctrs.read_cpu(cpu)
-            delta = [a - b for a, b in zip(cur, prev)]
-            work[i] = (lt, ctrs, tr, slots, cur)
-            windows += 1
-            allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
-            if any(v is None for v in allowed.values()):
-                unjudged += 1  # the log no longer reaches back: judge nothing
-                continue
-            v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
-            runs += v.runs
-            verified += v.tail_calls
-            if use_oracle:
-                for p in v.problems:
-                    n_problems += 1
-                    key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
-                    rec = records.get(key)
-                    if rec:
-                        rec.windows += 1
-                        rec.count += p.detail.get("count", 1)
-                    elif len(records) < MAX_PROBLEM_KEYS:
-                        records[key] = ProblemRecord(p, cpu, ((t0 - start_ns) / 1e9, (t1 - start_ns) / 1e9),
-                                                     count=p.detail.get("count", 1))
-            q[base + W_RUNS], q[base + W_VERIFIED] = runs, verified
-            q[base + W_PROBLEMS], q[base + W_UNJUDGED] = n_problems, unjudged
-    out.put(("runner", child, windows, list(records.values())))
+        r.round()
+        q[base + W_RUNS], q[base + W_VERIFIED] = r.runs, r.verified
+        q[base + W_PROBLEMS], q[base + W_UNJUDGED] = r.problems, r.unjudged
+    out.put(("runner", child, r.windows, list(r.records.values())))
 
 
 def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,

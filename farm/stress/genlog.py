@@ -8,6 +8,7 @@ ts_after = PENDING, so a runner never misses a value the kernel already sees.
 """
 from __future__ import annotations
 
+import ctypes
 import mmap
 import time
 
@@ -20,8 +21,10 @@ ENTRY = 3  # int64 words: ts_before, ts_after, value
 class SlotLog:
     """A view of one ring inside a shared buffer (words of int64)."""
 
-    def __init__(self, words: memoryview, offset: int, capacity: int):
+    def __init__(self, words: memoryview, offset: int, capacity: int, address: int):
         self.q, self.head, self.base, self.cap = words, offset, offset + 1, capacity
+        self.head_addr = address + 8 * self.head  # for the writer's C loop
+        self.base_addr = address + 8 * self.base
 
     @staticmethod
     def words_needed(capacity: int) -> int:
@@ -81,12 +84,15 @@ class GenLogs:
         per = SlotLog.words_needed(capacity)
         self._mm = mmap.mmap(-1, max(1, len(keys)) * per * 8)
         self._words = memoryview(self._mm).cast("q")
-        self.logs = {key: SlotLog(self._words, i * per, capacity) for i, key in enumerate(keys)}
+        self._anchor = ctypes.c_char.from_buffer(self._mm)
+        address = ctypes.addressof(self._anchor)
+        self.logs = {key: SlotLog(self._words, i * per, capacity, address) for i, key in enumerate(keys)}
 
     def __getitem__(self, key: tuple[int, int]) -> SlotLog:
         return self.logs[key]
 
     def close(self) -> None:
         self.logs.clear()
+        del self._anchor
         self._words.release()
         self._mm.close()
