@@ -72,12 +72,11 @@ def _cmd_run(args) -> int:
     if os.geteuid() != 0:
         raise FarmError("farm run needs root (CAP_BPF and CAP_SYS_ADMIN) to load and run BPF programs")
     console = Console(sys.stderr)
-    art = args.artifacts
-    if art is None:
-        art = Path("artifacts") / job_mod.new_run_id(spec.name)
+    run_id = job_mod.new_run_id(spec.name)
+    art = args.artifacts or Path("artifacts") / run_id
     console.start(spec)
     result = job_mod.run_job(spec, job_mod.RunOptions(
-        artifacts=art, on_progress=console.progress, on_stage=console.stage))
+        artifacts=art, run_id=run_id, on_progress=console.progress, on_stage=console.stage))
     console.finish(result, art)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

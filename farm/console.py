@@ -32,6 +32,9 @@ class Console:
 
     def stage(self, text: str) -> None:
         if self.live:
+            if self._last is not None:  # end the progress line first
+                self.out.file.write("\n")
+                self._last = None
             self.out.print(f"[dim]· {text}[/]")
 
     def progress(self, p) -> None:
@@ -49,6 +52,7 @@ class Console:
     def finish(self, result: Result, artifacts) -> None:
         if self.live and self._last is not None:
             self.out.file.write("\n")
+            self._last = None
         h = result.host
         table = Table(title=f"{result.job} · {result.run_id}", show_header=False, title_justify="left")
         table.add_column(style="bold")

@@ -31,7 +31,7 @@ from farm.stress.engine import ProblemRecord, StressOutcome, run_stress
 @dataclass
 class RunOptions:
     artifacts: Path | None = None
-    duration_s: float | None = None  # overrides the spec
+    run_id: str | None = None        # default: a new one
     on_progress: object = None       # called with engine.Progress
     on_stage: object = None          # called with a short text per stage
 
@@ -45,14 +45,14 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     """Run the job; always returns a Result (verdict error when the lab
     broke) and writes its artifacts. Bad input never gets this far."""
     stage = opts.on_stage or (lambda text: None)
-    run_id = new_run_id(spec.name)
+    run_id = opts.run_id or new_run_id(spec.name)
     host = facts_mod.probe()
     result = Result(run_id=run_id, job=spec.name, host=host.host_json(), started=now_iso())
     art = opts.artifacts
     if art:
         art.mkdir(parents=True, exist_ok=True)
         _write_json(art / "facts.json", host.to_dict(), result, "facts")
-    duration = opts.duration_s or spec.duration
+    duration = spec.duration
     t_start = time.monotonic()
     follower = None
     try:
@@ -79,6 +79,9 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
             time.sleep(0.05)  # let our own end marker arrive
             follower.stop()
             records = follower.records
+            result.stats.kmsg_records_lost = follower.lost
+            if follower.error and not result.error:
+                result.error = f"kernel log: {follower.error}"
             result.findings.extend(classify(records))
             if art:
                 (art / "kmsg.txt").write_text("".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))

@@ -52,6 +52,7 @@ class Stats:
     tail_calls_per_s: float = 0.0
     windows: int = 0           # BPF_PROG_TEST_RUN windows judged or not
     windows_unjudged: int = 0  # the generation log no longer reached back
+    kmsg_records_lost: int = 0  # overwritten before the follower read them
 
 
 @dataclass

@@ -113,7 +113,7 @@ class TopologySpec(_Strict):
 
 class WritersSpec(_Strict):
     cpus: list[int] | None = None
-    ops: tuple[Literal["install", "replace", "delete"], ...] = OPS
+    ops: tuple[Literal["install", "replace", "delete"], ...] | dict[Literal["install", "replace", "delete"], int] = OPS
     rate: float = Field(default=0, ge=0, le=1e7, description="updates/s per writer; 0: full speed")
 
     @field_validator("cpus", mode="before")
@@ -124,11 +124,15 @@ class WritersSpec(_Strict):
     @field_validator("ops")
     @classmethod
     def _ops(cls, v):
+        if isinstance(v, dict):
+            if any(not 0 <= w <= 1000 for w in v.values()):
+                raise ValueError("weights are whole numbers from 0 to 1000")
+            v = {op: w for op, w in v.items() if w}
         if not v:
             raise ValueError(f"at least one of {', '.join(OPS)}")
         if "install" not in v and "delete" in v:
             raise ValueError("delete without install would leave slots empty for good")
-        return tuple(dict.fromkeys(v))
+        return v if isinstance(v, dict) else tuple(dict.fromkeys(v))
 
 
 class RunnersSpec(_Strict):

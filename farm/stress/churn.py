@@ -5,10 +5,13 @@ from __future__ import annotations
 from farm.bpf.corpus import EMPTY, TARGETS_PER_SLOT
 
 
-def op_cycle(ops: tuple[str, ...], start_k: int = 0) -> list[tuple[str, int]]:
+def op_cycle(ops, start_k: int = 0) -> list[tuple[str, int]]:
     """The periodic sequence of (op, target k or EMPTY) that starts from a
-    slot holding target start_k. Pure, so it can be tested and benchmarked."""
-    occupied_ops = [o for o in ("replace", "delete") if o in ops]
+    slot holding target start_k. ops is a list of op names, or a mapping of
+    op name to weight: {replace: 8, delete: 1} replaces 8 times per delete.
+    Pure, so it can be tested and benchmarked."""
+    weights = ops if isinstance(ops, dict) else dict.fromkeys(ops, 1)
+    occupied_ops = [o for o in ("replace", "delete") for _ in range(weights.get(o, 0))]
     seq: list[tuple[str, int]] = []
     seen: dict[tuple, int] = {}
     cur, phase, next_k = start_k, 0, (start_k + 1) % TARGETS_PER_SLOT

@@ -53,7 +53,7 @@ long farm_churn(const struct farm_step *steps, long n, int64_t deadline_ns, int6
 				*err_step = i;
 				return -1;
 			}
-			done++;
+			*progress = ++done;
 			if (interval_ns) {
 				next_at += interval_ns;
 				int64_t pause = next_at - now_ns();
@@ -63,7 +63,6 @@ long farm_churn(const struct farm_step *steps, long n, int64_t deadline_ns, int6
 				}
 			}
 		}
-		*progress = done;
 		if (*stop || now_ns() >= deadline_ns)
 			return done;
 	}
