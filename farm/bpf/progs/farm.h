@@ -187,5 +187,13 @@ static __always_inline void tail_call_indirect(void *ctx, struct scratch *sc)
 /* Targets are t<slot>_<k>; id = slot * FARM_TARGETS_PER_SLOT + k. */
 #define TARGET_ID(s, k) ((s) * FARM_TARGETS_PER_SLOT + (k))
 
+/* A target that only records that it ran. */
+#define SIMPLE_TARGET(s, k)                              \
+	SEC("tc") int t##s##_##k(struct __sk_buff *skb) \
+	{                                                \
+		hit(TARGET_ID(s, k));                    \
+		return 0;                                \
+	}
+
 char __license[] SEC("license") = "GPL";
 #endif

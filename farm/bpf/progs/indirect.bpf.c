@@ -14,10 +14,5 @@ int entry(struct __sk_buff *skb)
 	return 0;
 }
 
-#define T(s, k)                                          \
-	SEC("tc") int t##s##_##k(struct __sk_buff *skb) \
-	{                                                \
-		hit(TARGET_ID(s, k));                    \
-		return 0;                                \
-	}
+#define T SIMPLE_TARGET
 #include "targets.h"
