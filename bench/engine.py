@@ -101,7 +101,7 @@ def main() -> int:
         return 3
     os.sched_setaffinity(0, {a.cpu})
     ensure_bpffs()
-    root = run_pin_dir(f"bench-p{os.getpid()}")
+    root = run_pin_dir("bench")
     guard = PinGuard(root)
     loaded = []
     out: dict = {"cpu": a.cpu, "seconds": a.seconds, "repeat": a.repeat}

@@ -28,6 +28,31 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="artifacts dir (default: artifacts/<run_id>)")
     sub.add_parser("facts", help="print this host's facts as JSON")
+
+    sub.add_parser("worker", help="serve this host's queues (vendor, class, host)")
+    sub.add_parser("collector", help="write results from the results queue; reap lost hosts")
+    beat = sub.add_parser("beat", help="fire the scheduled lab-wide runs")
+    beat.add_argument("schedules", nargs="?", default="jobs/schedules.yaml")
+    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector and beat")
+    up.add_argument("--schedules", default="jobs/schedules.yaml")
+
+    sm = sub.add_parser("submit", help="queue a job on the lab's matching hosts")
+    sm.add_argument("job")
+    sm.add_argument("--where", default="", help="facts, e.g. vendor=amd,hw_class=amd-zen*")
+    sm.add_argument("--hosts", default="", help="host names, comma separated")
+    sm.add_argument("--all", action="store_true", help="every healthy host")
+    sm.add_argument("--duration", help="override the spec's duration")
+    sm.add_argument("--wait", action="store_true", help="follow the runs; exit with the verdict")
+    sm.add_argument("--json", type=Path, metavar="PATH", help="with --wait: every host's result, as a list")
+    sm.add_argument("--timeout", type=float, default=0, help="with --wait: give up after S seconds")
+    st = sub.add_parser("status", help="submissions and the state of their runs")
+    st.add_argument("id", nargs="?")
+    rs = sub.add_parser("results", help="a submission's results")
+    rs.add_argument("id", nargs="?")
+    rs.add_argument("--json", action="store_true")
+    hs = sub.add_parser("hosts", help="the lab's hosts: facts, health, heartbeat, job")
+    hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
+    hs.add_argument("--json", action="store_true")
     return p
 
 
@@ -38,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "facts":
             return _cmd_facts()
+        from farm import lab_cli
+        return lab_cli.dispatch(args)
     except FarmError as e:
         print(f"farm: {e}", file=sys.stderr)
         return e.exit_code

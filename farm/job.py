@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ class RunOptions:
 
 def new_run_id(job: str) -> str:
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-    return f"{job}-{stamp}-{secrets.token_hex(3)}-p{os.getpid()}"
+    return f"{job}-{stamp}-{secrets.token_hex(3)}"
 
 
 def run_job(spec: JobSpec, opts: RunOptions) -> Result:
@@ -99,7 +98,10 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage) -> StressOutco
     guard = PinGuard(pin_root)  # before any BPF fd exists: it must hold none
     loaded: list[LoadedTopology] = []
     try:
-        pin_root.mkdir(parents=True)
+        try:
+            pin_root.mkdir(parents=True)
+        except OSError as e:
+            raise InfraError(f"cannot create {pin_root}: {e.strerror}") from None
         for i, t in enumerate(spec.topologies):
             try:
                 loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,

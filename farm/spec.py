@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
 from farm.errors import BadInput
@@ -42,11 +43,12 @@ def available_cpus() -> set[int]:
     return set(os.sched_getaffinity(0))
 
 
-def parse_cpus(value) -> list[int]:
-    """'all', '0-3,6', 2, [0, 1] -> sorted CPU numbers, each usable here."""
+def parse_cpus(value, check: bool = True) -> list[int]:
+    """'all', '0-3,6', 2, [0, 1] -> sorted CPU numbers, each usable here
+    (unless check is False: a controller validating a job for other hosts)."""
     have = available_cpus()
     if value in (None, "all"):
-        return sorted(have)
+        return sorted(have) if check else []
     cpus: set[int] = set()
     if isinstance(value, bool):
         raise ValueError("'all', a list like '0-3,6', or a list of numbers")
@@ -64,7 +66,7 @@ def parse_cpus(value) -> list[int]:
     else:
         raise ValueError(f"{value!r}: use 'all', a list like '0-3,6', or a list of numbers")
     missing = sorted(cpus - have)
-    if missing:
+    if missing and check:
         raise ValueError(f"CPU {missing[0]} does not exist or is not usable here "
                          f"(this host has {_ranges(sorted(have))})")
     if not cpus:
@@ -81,6 +83,10 @@ def _ranges(cpus: list[int]) -> str:
             out.append(f"{start}" if start == c else f"{start}-{c}")
             start = None
     return ",".join(out)
+
+
+def _check_cpus(info: ValidationInfo) -> bool:
+    return not (info.context or {}).get("elsewhere")
 
 
 class _Strict(BaseModel):
@@ -118,8 +124,8 @@ class WritersSpec(_Strict):
 
     @field_validator("cpus", mode="before")
     @classmethod
-    def _cpus(cls, v):
-        return None if v is None else parse_cpus(v)
+    def _cpus(cls, v, info: ValidationInfo):
+        return None if v is None else parse_cpus(v, _check_cpus(info))
 
     @field_validator("ops")
     @classmethod
@@ -140,8 +146,24 @@ class RunnersSpec(_Strict):
 
     @field_validator("cpus", mode="before")
     @classmethod
-    def _cpus(cls, v):
-        return None if v is None else parse_cpus(v)
+    def _cpus(cls, v, info: ValidationInfo):
+        return None if v is None else parse_cpus(v, _check_cpus(info))
+
+
+class TargetsSpec(_Strict):
+    """Which hosts of a lab run the job (farm submit); fields combine with AND."""
+    vendor: Literal["intel", "amd"] | None = None
+    hw_class: str | None = Field(default=None, description="a class, or a glob like intel-*")
+    model: int | None = None
+    hosts: tuple[str, ...] | None = None
+    all: bool = False
+    any: bool = Field(default=False, description="one run on any host of hw_class will do")
+
+    @model_validator(mode="after")
+    def _any_needs_class(self) -> "TargetsSpec":
+        if self.any and not self.hw_class:
+            raise ValueError("any: true needs hw_class (one task goes to that class's queue)")
+        return self
 
 
 class JobSpec(_Strict):
@@ -154,6 +176,7 @@ class JobSpec(_Strict):
     writers: WritersSpec = WritersSpec()
     runners: RunnersSpec = RunnersSpec()
     checks: tuple[Literal["oracle", "kmsg", "taint"], ...] = CHECKS
+    targets: TargetsSpec = TargetsSpec()
 
     @field_validator("name")
     @classmethod
@@ -169,8 +192,8 @@ class JobSpec(_Strict):
 
     @field_validator("cpus", mode="before")
     @classmethod
-    def _cpus(cls, v):
-        return parse_cpus(v)
+    def _cpus(cls, v, info: ValidationInfo):
+        return parse_cpus(v, _check_cpus(info))
 
     @field_validator("topologies", mode="before")
     @classmethod
@@ -209,8 +232,9 @@ def _message(err: dict) -> str:
     return msg
 
 
-def load_spec(path: str | Path, overrides: dict | None = None) -> JobSpec:
-    """Read and validate a job file; overrides (e.g. from the CLI) win."""
+def load_spec(path: str | Path, overrides: dict | None = None, elsewhere: bool = False) -> JobSpec:
+    """Read and validate a job file; overrides (e.g. from the CLI) win.
+    elsewhere: the job will run on other hosts, so CPUs are not checked here."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -218,18 +242,24 @@ def load_spec(path: str | Path, overrides: dict | None = None) -> JobSpec:
         raise BadInput(f"{path}: no such job file") from None
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"{path}: cannot read: {e}") from None
+    return load_spec_text(text, str(path), path.stem, overrides, elsewhere)
+
+
+def load_spec_text(text: str, source: str, default_name: str, overrides: dict | None = None,
+                   elsewhere: bool = False) -> JobSpec:
+    """Validate a job given as YAML text; errors name `source`."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where else ""
-        raise BadInput(f"{path}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+        raise BadInput(f"{source}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
     if not isinstance(data, dict):
-        raise BadInput(f"{path}: a job is a YAML mapping with at least 'topologies'")
-    data = {"name": path.stem, **data, **(overrides or {})}
+        raise BadInput(f"{source}: a job is a YAML mapping with at least 'topologies'")
+    data = {"name": default_name, **data, **(overrides or {})}
     try:
-        return JobSpec.model_validate(data)
+        return JobSpec.model_validate(data, context={"elsewhere": elsewhere})
     except ValidationError as e:
         err = e.errors()[0]
         more = f" (and {e.error_count() - 1} more)" if e.error_count() > 1 else ""
-        raise BadInput(f"{path}: {_field_path(err['loc'])}: {_message(err)}{more}") from None
+        raise BadInput(f"{source}: {_field_path(err['loc'])}: {_message(err)}{more}") from None

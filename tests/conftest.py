@@ -82,3 +82,21 @@ def no_leaks():
     # programs are freed by RCU after their last reference: allow them a moment
     wait_for(lambda: not loaded_corpus_programs(top), "corpus programs to be freed", 30)
     assert set(run_dirs()) <= dirs_before, f"left pinned: {set(run_dirs()) - dirs_before}"
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    from lab import RedisServer
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def lab(redis_server, tmp_path):
+    from lab import Lab
+    state = tmp_path / "state"
+    state.mkdir()
+    the_lab = Lab(redis_server, state)
+    yield the_lab
+    the_lab.stop_all()

@@ -1,6 +1,6 @@
 """Where a run's pins live, and the guarantees that they go away.
 
-Every run pins under /sys/fs/bpf/farm/<run_id>/. A guard process, forked
+Every run pins under /sys/fs/bpf/farm/<run_id>-p<pid>/. A guard process, forked
 before any BPF object is opened, removes that directory when the run's
 process goes away for any reason (even SIGKILL); runs whose owner died
 before a guard could act are swept by the next run.
@@ -18,7 +18,10 @@ _OWNER = re.compile(r"-p(\d+)$")
 
 
 def run_pin_dir(run_id: str) -> Path:
-    return FARM_PIN_ROOT / run_id
+    """The run's directory, named after its owner so a later run can tell
+    whether that owner is still alive."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", run_id)  # bpffs refuses names with dots
+    return FARM_PIN_ROOT / f"{safe}-p{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:

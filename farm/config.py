@@ -1,0 +1,39 @@
+"""Where the farm keeps its state and finds its broker.
+
+FARM_STATE_DIR (default /var/lib/farm) holds collected results and the beat
+schedule; FARM_BROKER_URL (default redis://127.0.0.1:6379/0) names Redis.
+A config file (FARM_CONFIG, default <state>/config.yaml) may set broker_url.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from farm.errors import BadInput
+
+DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+
+
+def state_dir() -> Path:
+    d = Path(os.environ.get("FARM_STATE_DIR", "/var/lib/farm"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _config() -> dict:
+    path = Path(os.environ.get("FARM_CONFIG") or state_dir() / "config.yaml")
+    if not path.exists():
+        return {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise BadInput(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: the farm config is a YAML mapping")
+    return data
+
+
+def broker_url() -> str:
+    return os.environ.get("FARM_BROKER_URL") or _config().get("broker_url") or DEFAULT_BROKER

@@ -1,0 +1,105 @@
+"""The long-running processes: `farm worker` and `farm collector`."""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import threading
+import uuid
+
+from farm.config import broker_url, state_dir
+from farm.facts import probe
+from farm.queue import tasks
+from farm.queue.app import app
+from farm.queue.collector import Collector
+from farm.queue.hostrun import HostContext
+from farm.queue.lost import declare_lost
+from farm.queue.registry import HEARTBEAT_EVERY_S, Registry, connect
+from farm.queue.routing import RESULTS_QUEUE, queues_for
+from farm.queue.store import ResultStore
+
+CONTROL_QUEUE = "control"
+
+
+def _announce_ready(what: str) -> None:
+    """One line once Celery consumes: scripts and tests wait for it."""
+    from celery.signals import worker_ready
+    worker_ready.connect(lambda **_: print(f"{what} ready", flush=True), weak=False)
+
+
+def _heartbeat(reg: Registry, host: str, worker_id: str, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_EVERY_S):
+        try:
+            reg.heartbeat(host, worker_id)
+            reg.renew_lease(host, worker_id)
+        except Exception as e:  # a broker hiccup must not kill the worker
+            print(f"farm worker: heartbeat: {e}", flush=True)
+
+
+def recover_previous() -> dict:
+    """What a host can recover of the boot that was lost: pstore files and
+    the previous boot's kernel log, where this machine keeps them."""
+    found: dict = {"boot_id": open("/proc/sys/kernel/random/boot_id").read().strip(), "pstore": {}}
+    for path in sorted(glob.glob("/sys/fs/pstore/*"))[:20]:
+        try:
+            found["pstore"][os.path.basename(path)] = open(path, errors="replace").read()[-20000:]
+        except OSError:
+            pass
+    found["journal_previous_boot"] = None
+    if shutil.which("journalctl"):
+        p = subprocess.run(["journalctl", "-k", "-b", "-1", "--no-pager", "-q"], capture_output=True, text=True)
+        if p.returncode == 0 and p.stdout.strip():
+            found["journal_previous_boot"] = p.stdout[-50000:]
+    return found
+
+
+def run_worker(loglevel: str = "WARNING") -> int:
+    facts = probe()
+    host_json = facts.host_json()
+    host, queues = facts.hostname, queues_for(host_json)
+    reg = Registry(connect(broker_url()))
+    worker_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+    reg.register(host, host_json, queues)
+    reg.heartbeat(host, worker_id)
+    # A run in hand from our previous life was lost with us (if the reaper
+    # has not said so yet, say it now); attach what this boot can recover.
+    prev = reg.running(host)
+    if prev:
+        declare_lost(reg, app, host, prev, "worker restarted mid-job", tasks.send_result)
+        reg.clear_running(host)
+    while (raw := reg.r.lpop(f"farm:unrecovered:{host}")):
+        run = json.loads(raw)
+        app.send_task("farm.attach", args=[run["run_id"], run["submission"], recover_previous()],
+                      queue=RESULTS_QUEUE)
+    tasks.HOST = HostContext(host, host_json, reg, worker_id, state_dir())
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(reg, host, worker_id, stop), daemon=True).start()
+    print(f"farm worker {host} ({host_json['vendor']} {host_json['hw_class']}): queues {', '.join(queues)}",
+          flush=True)
+    _announce_ready(f"farm worker {host}")
+    try:
+        app.Worker(hostname=f"farm@{host}", queues=queues, pool="solo", concurrency=1, loglevel=loglevel,
+                   without_heartbeat=True, without_mingle=True, without_gossip=True).start()
+    finally:
+        stop.set()
+        reg.forget_heartbeat(host)
+    return 0
+
+
+def run_collector(loglevel: str = "WARNING") -> int:
+    reg = Registry(connect(broker_url()))
+    collector = Collector(app, reg, ResultStore(state_dir()))
+    tasks.COLLECTOR = collector
+    stop = threading.Event()
+    threading.Thread(target=collector.reap_forever, args=(stop,), daemon=True).start()
+    print(f"farm collector: writing to {state_dir() / 'results'}", flush=True)
+    _announce_ready("farm collector")
+    try:
+        app.Worker(hostname=f"farm-collector@{os.uname().nodename}", queues=[RESULTS_QUEUE, CONTROL_QUEUE],
+                   pool="solo", concurrency=1, loglevel=loglevel, without_heartbeat=True,
+                   without_mingle=True, without_gossip=True).start()
+    finally:
+        stop.set()
+    return 0

@@ -1,0 +1,57 @@
+"""What a worker does with one task: the engine's run_job, with the host's
+lease held and the run visible in the registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from farm.errors import FarmError
+from farm.job import RunOptions, run_job
+from farm.queue.registry import Registry
+from farm.result import Result, now_iso
+from farm.spec import load_spec_text
+
+
+@dataclass
+class HostContext:
+    host: str
+    facts: dict
+    registry: Registry
+    worker_id: str
+    state: Path
+
+
+def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
+    """Run the payload's job unless its run was already settled; hand the
+    result to send_result(dict). Returns what happened, for the log."""
+    run_id, reg = payload["run_id"], ctx.registry
+    if reg.is_lost(run_id):
+        return f"{run_id}: skipped, its host was lost running it before"
+    if reg.run_state(run_id).get("state") == "done":
+        return f"{run_id}: skipped, already done"
+    if not reg.acquire_lease(ctx.host, ctx.worker_id):
+        result = _error_result(ctx, payload, "host lease held by another worker")
+        send_result(result)
+        return f"{run_id}: refused, lease busy"
+    try:
+        reg.set_running(ctx.host, {"run_id": run_id, "task_id": task_id, "job": payload["job"],
+                                   "submission": payload["submission"], "started": now_iso()})
+        try:
+            spec = load_spec_text(payload["spec"], payload["job"], payload["job"], payload.get("overrides"))
+            result = run_job(spec, RunOptions(run_id=run_id, artifacts=ctx.state / "artifacts" / run_id)).to_dict()
+        except FarmError as e:
+            result = _error_result(ctx, payload, str(e))
+        except Exception as e:  # our bug: still a result, never a silent gap
+            result = _error_result(ctx, payload, f"farm bug: {type(e).__name__}: {e}")
+        result["submission"] = payload["submission"]
+        send_result(result)
+        return f"{run_id}: {result['verdict']}"
+    finally:
+        reg.clear_running(ctx.host)
+        reg.release_lease(ctx.host, ctx.worker_id)
+
+
+def _error_result(ctx: HostContext, payload: dict, why: str) -> dict:
+    r = Result(run_id=payload["run_id"], job=payload["job"], host=ctx.facts, started=now_iso(), error=why)
+    r.settle_verdict()
+    return {**r.to_dict(), "submission": payload["submission"]}

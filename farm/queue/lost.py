@@ -1,0 +1,48 @@
+"""A host lost mid-job: the one host-lost result for its run, and the
+orphaned task put back on its queue."""
+from __future__ import annotations
+
+import json
+
+from farm.result import Finding, Result, now_iso
+from farm.queue.registry import Registry
+
+
+def lost_result(run: dict, facts: dict, why: str) -> dict:
+    """The result of a run whose host went away: one host-lost finding."""
+    r = Result(run_id=run["run_id"], job=run.get("job", "?"), host=facts, started=run.get("started", now_iso()))
+    r.findings.append(Finding("host-lost", "host-lost", f"{facts.get('hostname', '?')} lost during "
+                              f"{r.job}: {why}", detail={"submission": run.get("submission"),
+                                                          "task_id": run.get("task_id")}))
+    r.settle_verdict()
+    d = r.to_dict()
+    d["submission"] = run.get("submission")
+    return d
+
+
+def restore_orphan(app, task_id: str) -> bool:
+    """Put the unacked message of task_id back on its queue (kombu Redis)."""
+    with app.connection_for_write() as conn:
+        channel = conn.default_channel
+        client = channel.client
+        for tag, payload in client.hgetall(channel.unacked_key).items():
+            message = json.loads(payload)[0]
+            if message.get("headers", {}).get("id") == task_id:
+                channel.qos.restore_by_tag(tag, client=client, leftmost=True)
+                return True
+    return False
+
+
+def declare_lost(reg: Registry, app, host: str, run: dict, why: str, deliver) -> bool:
+    """Record the loss exactly once (whoever calls first); deliver(result)
+    hands the host-lost result to the store."""
+    if not reg.mark_lost(run["run_id"]):
+        return False
+    facts = reg.hosts().get(host, {}).get("facts", {"hostname": host})
+    deliver(lost_result(run, facts, why))
+    reg.note_loss(host)
+    reg.set_run_state(run["run_id"], "lost")
+    reg.r.rpush(f"farm:unrecovered:{host}", json.dumps(run))  # for the host's return
+    if run.get("task_id"):
+        restore_orphan(app, run["task_id"])
+    return True

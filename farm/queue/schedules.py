@@ -1,0 +1,120 @@
+"""Scheduled lab-wide runs: jobs/schedules.yaml into Celery beat.
+
+    schedules:
+      - name: nightly-smoke
+        job: smoke.yaml            # relative to the schedules file
+        targets: {all: true}       # or {where: "vendor=amd", hosts: [a, b]}
+        cron: "0 3 * * *"          # or every: 6h
+
+Beat sends farm.tick to the collector, which fans out. Each tick has a slot
+(the scheduled minute, or the interval number) and fans out only once per
+slot, so a beat restart that fires the same tick again changes nothing.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from celery.schedules import crontab
+
+from farm.errors import BadInput
+from farm.queue.registry import Registry
+from farm.queue.routing import Selection, parse_where
+from farm.queue.submit import submit
+from farm.spec import load_spec_text, parse_duration
+
+
+def load_schedules(path: str | Path) -> list[dict]:
+    """Validated entries, each with the job's text read in."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such schedules file") from None
+    except yaml.YAMLError as e:
+        raise BadInput(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
+        raise BadInput(f"{path}: expected a mapping with a 'schedules' list")
+    entries, names = [], set()
+    for i, e in enumerate(data["schedules"]):
+        where = f"{path}: schedules[{i}]"
+        if not isinstance(e, dict):
+            raise BadInput(f"{where}: an entry is a mapping (name, job, targets, cron or every)")
+        unknown = set(e) - {"name", "job", "targets", "cron", "every"}
+        if unknown:
+            raise BadInput(f"{where}.{sorted(unknown)[0]}: unknown key")
+        name = e.get("name")
+        if not isinstance(name, str) or not name or name in names:
+            raise BadInput(f"{where}.name: a unique name is required")
+        names.add(name)
+        if ("cron" in e) == ("every" in e):
+            raise BadInput(f"{where}: give exactly one of cron or every")
+        try:
+            if "every" in e:
+                parse_duration(e["every"])
+            else:
+                _crontab(e["cron"])
+        except ValueError as err:
+            raise BadInput(f"{where}.{'every' if 'every' in e else 'cron'}: {err}") from None
+        job_path = path.parent / str(e.get("job", ""))
+        if not job_path.is_file():
+            raise BadInput(f"{where}.job: no such job file {job_path}")
+        text = job_path.read_text()
+        load_spec_text(text, str(job_path), job_path.stem, elsewhere=True)  # fail now, not at 3 am
+        targets = e.get("targets") or {"all": True}
+        if not isinstance(targets, dict) or set(targets) - {"all", "where", "hosts"}:
+            raise BadInput(f"{where}.targets: use all, where and hosts")
+        try:
+            parse_where(targets.get("where", ""))
+        except ValueError as err:
+            raise BadInput(f"{where}.targets.where: {err}") from None
+        entries.append({"name": name, "job": job_path.stem, "spec": text, "targets": targets,
+                        "cron": e.get("cron"), "every": e.get("every")})
+    return entries
+
+
+def _crontab(expr) -> crontab:
+    parts = str(expr).split()
+    if len(parts) != 5:
+        raise ValueError(f"{expr!r} is not a 5-field cron expression")
+    return crontab(*parts)
+
+
+def beat_schedule(entries: list[dict]) -> dict:
+    return {e["name"]: {"task": "farm.tick",
+                        "schedule": parse_duration(e["every"]) if e["every"] else _crontab(e["cron"]),
+                        "args": [e, 0.0], "options": {"queue": "control"}} for e in entries}
+
+
+def tick_slot(entry: dict, now: float) -> int:
+    """The tick this moment belongs to: interval number, or the minute."""
+    period = parse_duration(entry["every"]) if entry.get("every") else 60
+    return int(now // period)
+
+
+def fire(app, reg: Registry, entry: dict, scheduled_for: float) -> str | None:
+    """Fan the entry out once for its current tick; the submission id, or
+    None when this tick already fanned out."""
+    slot = tick_slot(entry, scheduled_for or time.time())
+    sub_id = f"sched-{entry['name']}-{slot}"
+    if not reg.r.set(f"farm:tick:{entry['name']}:{slot}", sub_id, nx=True, ex=8 * 24 * 3600):
+        return None
+    t = entry["targets"]
+    sel = Selection(parse_where(t.get("where", "")), tuple(t.get("hosts") or ()), bool(t.get("all")))
+    spec = load_spec_text(entry["spec"], entry["name"], entry["job"], elsewhere=True)
+    try:
+        submit(app, reg, spec, entry["spec"], sel, sub_id=sub_id)
+    except BadInput as e:
+        print(f"farm: schedule {entry['name']}: {e}", flush=True)
+        return None
+    return sub_id
+
+
+def run_beat(path: str | Path, state: Path) -> int:
+    from farm.queue.app import app
+    entries = load_schedules(path)
+    app.conf.beat_schedule = beat_schedule(entries)
+    print(f"farm beat: {len(entries)} schedules from {path}", flush=True)
+    app.Beat(schedule=str(state / "beat-schedule"), max_interval=1, loglevel="WARNING").run()
+    return 0

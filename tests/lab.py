@@ -1,0 +1,114 @@
+"""A one-machine lab for tests: a real redis-server on a free loopback port
+and real `farm worker` / `farm collector` / `farm beat` processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import redis
+
+from conftest import REPO, farm_cmd, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    def __init__(self, workdir: Path):
+        self.dir, self.port = workdir, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = None
+
+    def start(self) -> "RedisServer":
+        server = shutil.which("redis-server")
+        assert server, "redis-server missing: scripts/setup installs it"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
+                                      "--logfile", str(self.dir / "redis.log")])
+        wait_for(self.ping, "redis-server to answer", 30)
+        return self
+
+    def ping(self) -> bool:
+        try:
+            return redis.Redis.from_url(self.url, socket_connect_timeout=0.5).ping()
+        except redis.RedisError:
+            return False
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, decode_responses=True)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+
+
+class Lab:
+    """Daemons started for one test, all stopped at its end."""
+
+    def __init__(self, redis_server: RedisServer, state: Path):
+        self.redis, self.state = redis_server, state
+        self.procs: list[subprocess.Popen] = []
+        self.env = {**os.environ, "FARM_BROKER_URL": redis_server.url, "FARM_STATE_DIR": str(state),
+                    "FARM_HEARTBEAT_TTL": "4", "FARM_CACHE_DIR": os.environ.get("FARM_CACHE_DIR", "")}
+        if not self.env["FARM_CACHE_DIR"]:
+            del self.env["FARM_CACHE_DIR"]
+
+    def start(self, *args: str, facts: dict | None = None, log: str = "daemon") -> subprocess.Popen:
+        env = dict(self.env)
+        if facts:
+            env["FARM_FACTS_OVERRIDE"] = json.dumps(facts)
+        out = open(self.state / f"{log}.log", "ab")
+        p = subprocess.Popen(farm_cmd(*args), cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append(p)
+        return p
+
+    def worker(self, hostname: str, vendor: str = "AuthenticAMD") -> subprocess.Popen:
+        p = self.start("worker", facts={"hostname": hostname, "vendor": vendor}, log=f"worker-{hostname}")
+        wait_for(lambda: self.host_up(hostname) or p.poll() is not None, f"worker {hostname}", 60)
+        assert p.poll() is None, self.log(f"worker-{hostname}")
+        # registered is not yet consuming: wait until Celery has its queue
+        wait_for(lambda: b"ready" in (self.state / f"worker-{hostname}.log").read_bytes() or p.poll() is not None,
+                 f"worker {hostname} ready", 60)
+        return p
+
+    def collector(self) -> subprocess.Popen:
+        p = self.start("collector", log="collector")
+        wait_for(lambda: b"ready" in (self.state / "collector.log").read_bytes() or p.poll() is not None,
+                 "collector ready", 60)
+        return p
+
+    def host_up(self, name: str) -> bool:
+        return bool(self.redis.client().exists(f"farm:hb:{name}"))
+
+    def farm(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(farm_cmd(*args), cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def log(self, name: str) -> str:
+        path = self.state / f"{name}.log"
+        return path.read_text(errors="replace")[-4000:] if path.exists() else ""
+
+    def stored(self, sub_id: str) -> list[dict]:
+        path = self.state / "results" / f"{sub_id}.jsonl"
+        return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+
+    def stop_all(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

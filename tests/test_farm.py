@@ -1,0 +1,128 @@
+"""The farm with a real redis-server and real worker processes: routing by
+hardware, fan-out, host loss, a down collector, scheduled runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import yaml
+
+from conftest import wait_for
+
+TINY = {"duration": "1s", "topologies": ["direct-main"]}
+
+
+def submitted(proc) -> str:
+    assert proc.returncode in (0, 1), proc.stderr
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
+    lab.collector()
+    lab.worker("intel-1", "GenuineIntel")
+    lab.worker("amd-1", "AuthenticAMD")
+    out = tmp_path / "results.json"
+    p = lab.farm("submit", str(job_file(**TINY)), "--where", "vendor=amd", "--wait", "--json", str(out))
+    assert p.returncode == 0, p.stderr + lab.log("worker-amd-1")
+    results = json.loads(out.read_text())
+    assert [r["host"]["hostname"] for r in results] == ["amd-1"]
+    assert results[0]["host"]["vendor"] == "AuthenticAMD"
+    assert results[0]["stats"]["tail_calls_verified"] > 0  # it really ran, on this kernel
+    hosts = json.loads(lab.farm("hosts", "--json").stdout)
+    assert hosts["intel-1"]["facts"]["vendor"] == "GenuineIntel"
+    assert "farm worker amd-1: " + results[0]["run_id"] in lab.log("worker-amd-1")
+    assert "farm worker intel-1: " not in lab.log("worker-intel-1")
+
+
+def test_a_fan_out_to_three_workers_gives_three_results_in_the_collector(lab, job_file):
+    lab.collector()
+    for h in ("w1", "w2", "w3"):
+        lab.worker(h)
+    p = lab.farm("submit", str(job_file(**TINY)), "--all", "--wait")
+    sub = submitted(p)
+    assert p.returncode == 0, p.stderr
+    stored = lab.stored(sub)
+    assert sorted(r["host"]["hostname"] for r in stored) == ["w1", "w2", "w3"]
+    assert all(r["verdict"] == "pass" for r in stored)
+    status = lab.farm("status", sub).stdout
+    assert status.count("done") == 3
+
+
+def test_a_worker_killed_mid_job_is_one_host_lost_and_no_duplicate(lab, job_file, redis_server):
+    lab.collector()
+    w = lab.worker("victim")
+    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"))
+    r = redis_server.client()
+    run_id = f"{sub}.victim"
+    wait_for(lambda: r.hget(f"farm:run:{run_id}", "state") == "running", "the run to start", 120)
+    os.kill(w.pid, signal.SIGKILL)
+    w.wait()
+    wait_for(lambda: lab.stored(sub), "the host-lost result", 60)
+    hosts = json.loads(lab.farm("hosts", "--json").stdout)
+    assert hosts["victim"]["health"] == "suspect"
+    # the host comes back: it attaches what it recovered, runs nothing twice
+    lab.worker("victim")
+    wait_for(lambda: "recovered" in lab.stored(sub)[0]["findings"][0]["detail"], "the recovery attachment", 60)
+    wait_for(lambda: r.llen("host.victim") == 0 and not r.hlen("unacked"), "the orphan to be consumed", 60)
+    stored = lab.stored(sub)
+    assert len(stored) == 1
+    findings = stored[0]["findings"]
+    assert [f["kind"] for f in findings] == ["host-lost"]
+    assert findings[0]["detail"]["recovered"]["boot_id"]
+    assert r.hget(f"farm:run:{run_id}", "state") == "lost"
+
+
+def test_results_wait_for_a_down_collector_and_survive_a_redis_restart(lab, job_file, redis_server):
+    lab.worker("lonely")
+    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all"))
+    r = redis_server.client()
+    wait_for(lambda: r.llen("results") >= 1, "the result to wait in Redis", 120)
+    assert lab.stored(sub) == []
+    lab.collector()
+    wait_for(lambda: lab.stored(sub), "the collector to store it", 60)
+    redis_server.stop()
+    redis_server.start()  # an append-only file on disk, but the store does not rely on it
+    redis_server.client().flushall()
+    out = lab.farm("results", sub)
+    assert out.returncode == 2  # the submission record lived in Redis only...
+    assert lab.stored(sub)[0]["host"]["hostname"] == "lonely"  # ...the result did not
+
+
+def test_beat_fires_a_scheduled_lab_wide_run_once_per_tick(lab, job_file, tmp_path, redis_server):
+    lab.collector()
+    lab.worker("sched-1")
+    job = job_file(name="tiny", **TINY)
+    schedules = tmp_path / "schedules.yaml"
+    schedules.write_text(yaml.safe_dump({"schedules": [
+        {"name": "often", "job": job.name, "targets": {"all": True}, "every": "3s"}]}))
+    lab.start("beat", str(schedules), log="beat")
+    r = redis_server.client()
+    wait_for(lambda: r.zrange("farm:subs", 0, -1), "a scheduled submission", 60)
+    sub = r.zrange("farm:subs", 0, 0)[0]
+    assert sub.startswith("sched-often-")
+    wait_for(lambda: lab.stored(sub), "the scheduled run's result", 120)
+    assert lab.stored(sub)[0]["host"]["hostname"] == "sched-1"
+    # a tick fires once, whoever asks again (a restarted beat, say)
+    from farm.queue.app import make_app
+    from farm.queue.registry import Registry
+    from farm.queue.schedules import fire, load_schedules
+    entry = load_schedules(schedules)[0]
+    reg = Registry(r)
+    app = make_app(redis_server.url)
+    first = fire(app, reg, entry, 1_000_000.0)
+    assert first and fire(app, reg, entry, 1_000_001.0) is None
+
+
+def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab, job_file, redis_server):
+    from farm.queue.registry import QUARANTINE_AFTER, Registry
+    lab.collector()
+    lab.worker("flaky")
+    reg = Registry(redis_server.client())
+    for _ in range(QUARANTINE_AFTER):
+        reg.note_loss("flaky")
+    p = lab.farm("submit", str(job_file(**TINY)), "--all")
+    assert p.returncode == 2 and "no healthy host" in p.stderr
+    p = lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait")
+    assert p.returncode == 0, p.stderr
+    assert reg.hosts()["flaky"]["health"] == "healthy"
