@@ -9,14 +9,7 @@ import subprocess
 from pathlib import Path
 
 from conftest import REPO, farm_cmd, run_dirs, wait_for
-
-
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except FileNotFoundError:
-        return []
-    return [int(c) for c in text.split()]
+from tests_helpers import children_of
 
 
 def stress_processes(pid: int) -> list[int]:
@@ -24,7 +17,7 @@ def stress_processes(pid: int) -> list[int]:
     guard has a session of its own)."""
     sid = os.getsid(pid)
     out = []
-    for c in children(pid):
+    for c in children_of(pid):
         try:
             if os.getsid(c) == sid:
                 out.append(c)

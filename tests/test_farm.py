@@ -126,3 +126,40 @@ def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab
     p = lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait")
     assert p.returncode == 0, p.stderr
     assert reg.hosts()["flaky"]["health"] == "healthy"
+
+
+def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
+    """With no broker given and none answering, farm up starts redis-server
+    on loopback, then a worker, the collector and beat."""
+    import subprocess
+
+    import redis
+
+    from conftest import REPO, farm_cmd
+    from tests_helpers import children_of
+    url = "redis://127.0.0.1:6379/0"
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
+        import pytest
+        pytest.skip("something already answers on 127.0.0.1:6379")
+    except redis.RedisError:
+        pass
+    env = {k: v for k, v in os.environ.items() if k != "FARM_BROKER_URL"}
+    env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4")
+    up = subprocess.Popen(farm_cmd("up", "--schedules", "jobs/schedules.yaml"), cwd=REPO, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=0.5)
+
+    def worker_up():
+        try:
+            return any(client.exists(f"farm:hb:{h}") for h in client.smembers("farm:hosts"))
+        except redis.RedisError:
+            return False
+    wait_for(lambda: worker_up() or up.poll() is not None, "farm up's worker", 120)
+    assert up.poll() is None, up.communicate()[0]
+    kids = children_of(up.pid)
+    assert len(kids) == 4  # redis-server, worker, collector, beat
+    up.send_signal(signal.SIGINT)
+    out, _ = up.communicate(timeout=120)
+    assert up.returncode == 0, out
+    wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids), "every daemon to exit", 60)

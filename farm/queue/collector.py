@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 from farm.queue.lost import declare_lost
 from farm.queue.registry import Registry

@@ -12,6 +12,10 @@ from farm.result import Result, now_iso
 from farm.spec import load_spec_text
 
 
+class _Noop(Exception):
+    """A zero-length job: the worker answers at once."""
+
+
 @dataclass
 class HostContext:
     host: str
@@ -37,8 +41,14 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
         reg.set_running(ctx.host, {"run_id": run_id, "task_id": task_id, "job": payload["job"],
                                    "submission": payload["submission"], "started": now_iso()})
         try:
+            if payload.get("noop"):  # bench/queue.py: measure the queue, not the engine
+                raise _Noop
             spec = load_spec_text(payload["spec"], payload["job"], payload["job"], payload.get("overrides"))
             result = run_job(spec, RunOptions(run_id=run_id, artifacts=ctx.state / "artifacts" / run_id)).to_dict()
+        except _Noop:
+            r = Result(run_id=run_id, job=payload["job"], host=ctx.facts, started=now_iso())
+            r.settle_verdict()
+            result = r.to_dict()
         except FarmError as e:
             result = _error_result(ctx, payload, str(e))
         except Exception as e:  # our bug: still a result, never a silent gap

@@ -28,7 +28,7 @@ def selection_for(spec: JobSpec, where=(), hosts=(), all_hosts=False) -> Selecti
 
 
 def submit(app, reg: Registry, spec: JobSpec, spec_text: str, sel: Selection,
-           overrides: dict | None = None, sub_id: str | None = None) -> dict:
+           overrides: dict | None = None, sub_id: str | None = None, noop: bool = False) -> dict:
     """Queue one task per matching healthy host (or one for the class);
     returns the submission record."""
     sub_id = sub_id or new_submission_id()
@@ -47,7 +47,7 @@ def submit(app, reg: Registry, spec: JobSpec, spec_text: str, sel: Selection,
     reg.add_submission(sub)
     for run_id, (host, queue) in targets.items():
         payload = {"submission": sub_id, "run_id": run_id, "job": spec.name, "spec": spec_text,
-                   "overrides": overrides or {}}
+                   "overrides": overrides or {}, "noop": noop}
         app.send_task("farm.run", args=[payload], queue=queue)
     return sub
 
