@@ -163,3 +163,15 @@ def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
     out, _ = up.communicate(timeout=120)
     assert up.returncode == 0, out
     wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids), "every daemon to exit", 60)
+
+
+def test_a_job_any_host_of_a_class_will_do_runs_once_on_one_of_them(lab, job_file):
+    lab.collector()
+    lab.worker("c1")
+    lab.worker("c2")
+    hw_class = json.loads(lab.farm("hosts", "--json").stdout)["c1"]["facts"]["hw_class"]
+    p = lab.farm("submit", str(job_file(**TINY, targets={"hw_class": hw_class, "any": True})), "--wait")
+    sub = submitted(p)
+    assert p.returncode == 0, p.stderr
+    stored = lab.stored(sub)
+    assert len(stored) == 1 and stored[0]["host"]["hostname"] in ("c1", "c2")
