@@ -48,3 +48,17 @@ def test_one_lease_per_host_and_health_after_repeated_losses(redis_server):
     assert healths[0] == "suspect" and healths[-1] == "quarantined"
     reg.release("a1")
     assert reg.hosts()["a1"]["health"] == "healthy"
+
+
+def test_a_late_result_of_a_lost_run_is_attached_not_counted(redis_server, tmp_path):
+    from farm.queue.collector import Collector
+    from farm.queue.store import ResultStore
+    c = Collector(None, Registry(redis_server.client()), ResultStore(tmp_path))
+    lost = {**lost_result({"run_id": "s1.a1", "job": "smoke", "submission": "s1"}, AMD, "heartbeat stopped"),
+            "submission": "s1"}
+    assert c.store(lost)
+    late = {**lost, "verdict": "pass", "findings": []}
+    assert not c.store(late)
+    stored = c.results.results("s1")
+    assert len(stored) == 1
+    assert stored[0]["findings"][0]["detail"]["late_result"] == {"verdict": "pass", "findings": []}

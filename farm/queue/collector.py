@@ -22,7 +22,12 @@ class Collector:
     def store(self, result: dict) -> bool:
         sub = result.get("submission") or "adhoc"
         if not self.results.add(sub, result):
-            return False  # a redelivery: this run id is in already
+            # This run id is in already: a redelivery, or a host that was
+            # declared lost finishing after all. Keep the latter's word.
+            if not any(f["kind"] == "host-lost" for f in result["findings"]):
+                self.attach(result["run_id"], sub, {"verdict": result["verdict"],
+                            "findings": [f["signature"] for f in result["findings"]]}, key="late_result")
+            return False
         run_id = result["run_id"]
         lost = any(f["kind"] == "host-lost" for f in result["findings"])
         self.reg.set_run_state(run_id, "lost" if lost else "done", verdict=result["verdict"])
@@ -35,12 +40,13 @@ class Collector:
                 self.reg.release(host)  # a passing health-check brings a host back
         return True
 
-    def attach(self, run_id: str, submission: str, recovered: dict) -> bool:
-        """What a returning host recovered, onto its host-lost finding."""
+    def attach(self, run_id: str, submission: str, recovered: dict, key: str = "recovered") -> bool:
+        """What a returning host recovered (or reported late), onto its
+        host-lost finding."""
         def add(result):
             for f in result["findings"]:
                 if f["kind"] == "host-lost":
-                    f["detail"]["recovered"] = recovered
+                    f["detail"][key] = recovered
             self.reg.r.set(f"farm:result:{run_id}", json.dumps(result), ex=RESULT_CACHE_S)
         return self.results.update(submission, run_id, add)
 
