@@ -53,6 +53,20 @@ def _parser() -> argparse.ArgumentParser:
     hs = sub.add_parser("hosts", help="the lab's hosts: facts, health, heartbeat, job")
     hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
     hs.add_argument("--json", action="store_true")
+
+    lab = sub.add_parser("lab", help="the lab's hosts through Ansible")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
+    ci = lab_sub.add_parser("check-inventory", help="validate an inventory")
+    ci.add_argument("inventory", nargs="?", type=Path)
+    for name, text in (("provision", "provision hosts (playbooks/provision.yml)"),
+                       ("facts", "collect facts into the host registry"),
+                       ("teardown", "undo provision")):
+        sp = lab_sub.add_parser(name, help=text)
+        sp.add_argument("--inventory", type=Path)
+        sp.add_argument("--limit", help="a host or group")
+    cc = lab_sub.add_parser("collect-crash", help="fetch pstore and the previous boot's log")
+    cc.add_argument("host")
+    cc.add_argument("--inventory", type=Path)
     return p
 
 

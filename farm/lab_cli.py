@@ -38,6 +38,43 @@ def dispatch(args) -> int:
         return _results(args)
     if cmd == "hosts":
         return _hosts(args)
+    if cmd == "lab":
+        return _lab(args)
+    return EXIT_BAD_INPUT
+
+
+def _inventory(path) -> Path:
+    import os
+    from pathlib import Path
+    return Path(path or os.environ.get("FARM_INVENTORY") or "inventory/lab.yml")
+
+
+def _lab(args) -> int:
+    from farm.lab import provision as lab
+    from farm.lab.inventory import check_inventory
+    sub = args.lab_command
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+    if sub == "check-inventory":
+        hosts = check_inventory(_inventory(args.inventory))
+        for host, vendor in sorted(hosts.items()):
+            say(f"{host:24} {vendor or '(no vendor group)'}")
+        return EXIT_PASS
+    if sub == "provision":
+        return lab.provision(_inventory(args.inventory), args.limit, say)[0]
+    if sub == "teardown":
+        return lab.teardown(_inventory(args.inventory), args.limit, say)[0]
+    if sub == "facts":
+        code, found = lab.collect_facts(_inventory(args.inventory), args.limit, _registry(), say)
+        for host, f in sorted(found.items()):
+            say(f"{host:24} {f['vendor']:13} {f['hw_class']:22} {f['kernel']:20} ucode {f['microcode']}")
+        return code
+    if sub == "collect-crash":
+        code, path = lab.collect_crash(_inventory(args.inventory), args.host, say)
+        if code == EXIT_PASS:
+            say(str(path))
+        return code
     return EXIT_BAD_INPUT
 
 

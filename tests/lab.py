@@ -22,8 +22,8 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path):
-        self.dir, self.port = workdir, free_port()
+    def __init__(self, workdir: Path, binds: tuple[str, ...] = ()):
+        self.dir, self.port, self.binds = workdir, free_port(), binds
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc = None
 
@@ -31,7 +31,8 @@ class RedisServer:
         server = shutil.which("redis-server")
         assert server, "redis-server missing: scripts/setup installs it"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1",
+        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", *self.binds,
+                                      "--protected-mode", "no" if self.binds else "yes",
                                       "--dir", str(self.dir), "--save", "", "--appendonly", "yes",
                                       "--logfile", str(self.dir / "redis.log")])
         wait_for(self.ping, "redis-server to answer", 30)

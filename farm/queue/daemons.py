@@ -59,6 +59,8 @@ def run_worker(loglevel: str = "WARNING") -> int:
     facts = probe()
     host_json = facts.host_json()
     host, queues = facts.hostname, queues_for(host_json)
+    # extra queues from the inventory (farm_queues), through provision.yml
+    queues += [q for q in os.environ.get("FARM_EXTRA_QUEUES", "").split(",") if q and q not in queues]
     reg = Registry(connect(broker_url()))
     worker_id = f"{host}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
     reg.register(host, host_json, queues)

@@ -1,0 +1,1 @@
+"""The lab: inventory, Ansible provisioning, and (later) virtual hosts."""
