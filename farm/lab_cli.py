@@ -3,9 +3,11 @@ status, results, hosts."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import datetime
+from pathlib import Path
 
 from farm.config import broker_url, state_dir
 from farm.errors import EXIT_BAD_INPUT, EXIT_PASS, BadInput
@@ -44,8 +46,6 @@ def dispatch(args) -> int:
 
 
 def _inventory(path) -> Path:
-    import os
-    from pathlib import Path
     return Path(path or os.environ.get("FARM_INVENTORY") or "inventory/lab.yml")
 
 
