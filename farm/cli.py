@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     except FarmError as e:
         print(f"farm: {e}", file=sys.stderr)
         return e.exit_code
-    return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # a run handles Ctrl-C itself; elsewhere: stop quietly
+        print("farm: interrupted", file=sys.stderr)
+        return EXIT_INFRA
 
 
 def _cmd_facts() -> int:

@@ -75,8 +75,7 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     finally:
         if follower:
             write_marker(f"farm: run {run_id} end")
-            time.sleep(0.05)  # let our own end marker arrive
-            follower.stop()
+            follower.stop()  # reads what is left first, our end marker included
             records = follower.records
             result.stats.kmsg_records_lost = follower.lost
             if follower.error and not result.error:

@@ -21,7 +21,6 @@ HEARTBEAT_TTL_S = int(os.environ.get("FARM_HEARTBEAT_TTL", "15"))
 HEARTBEAT_EVERY_S = max(1, HEARTBEAT_TTL_S // 5)
 LOSS_WINDOW_S = 24 * 3600
 QUARANTINE_AFTER = 3   # losses or crashes within the window
-HEALTH = ("healthy", "suspect", "quarantined")
 
 
 def connect(url: str) -> redis.Redis:
