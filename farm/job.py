@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -72,6 +73,11 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
             result.findings.append(f)
     except FarmError as e:
         result.error = str(e)
+    except Exception as e:  # our bug: still a result, with the traceback kept
+        result.error = f"farm bug: {type(e).__name__}: {e}"
+        if art:
+            (art / "error.txt").write_text(traceback.format_exc())
+            result.artifacts["error"] = "error.txt"
     finally:
         if follower:
             write_marker(f"farm: run {run_id} end")

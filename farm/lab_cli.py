@@ -70,6 +70,10 @@ def _lab(args) -> int:
         for host, f in sorted(found.items()):
             say(f"{host:24} {f['vendor']:13} {f['hw_class']:22} {f['kernel']:20} ucode {f['microcode']}")
         return code
+    if sub == "run":
+        from farm.lab.vrun import lab_run
+        return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
+                       args.duration, args.smp, args.memory, say)
     if sub == "collect-crash":
         code, path = lab.collect_crash(_inventory(args.inventory), args.host, say)
         if code == EXIT_PASS:

@@ -428,3 +428,11 @@ def test_read_taint_reads_this_kernels_mask():
 def test_an_unreadable_taint_mask_is_an_infra_error(tmp_path):
     with pytest.raises(InfraError):
         read_taint(tmp_path / "nope")
+
+
+def test_a_panic_on_a_guest_console_is_a_kernel_oops_with_a_stable_signature():
+    from farm.lab.virtual import console_records
+    text = (FIXTURES.parent / "console" / "sysrq-panic-6.1.txt").read_text()
+    findings = classify(console_records(text))
+    assert [(f.kind, f.signature) for f in findings] == [
+        ("kernel-oops", "kernel panic: sysrq triggered crash in sysrq_handle_crash")]

@@ -133,6 +133,7 @@ _RULES: list[tuple[str, str, re.Pattern, dict]] = [
     ("warning-text", "kernel-warning", re.compile(r"^WARNING: (?P<what>.+)$"), {}),
     ("bug", "kernel-bug", re.compile(r"^BUG: (?P<what>.+)$"), {}),
     ("die", "kernel-oops", _DIE, {}),
+    ("panic", "kernel-oops", re.compile(r"^Kernel panic - not syncing: (?P<what>.+?)\s*\]?\s*$"), {}),
 ]
 
 
@@ -316,6 +317,8 @@ def _title(header: _Header, lines: list[str]) -> str | None:
         return _in("INFO: task hung", _func(lines, prefer="frame"))
     if rule == "workqueue-lockup":
         return "BUG: workqueue lockup"
+    if rule == "panic":
+        return _in(f"kernel panic: {normalise_line(g['what'])}", _func(lines, prefer="frame"))
     if rule == "page-fault":
         return _in("BUG: unable to handle page fault", _func(lines))
     if rule == "paging-request":
@@ -356,6 +359,8 @@ def classify(records: list[KmsgRecord], kernel_only: bool = True) -> list[Findin
             detail["file"] = g["file"]
         if report.truncated:
             detail["truncated"] = True
+        if report.header.rule == "panic" and findings:
+            continue  # the panic that ends an oops already reported ("Fatal exception")
         findings.append(Finding(kind=report.header.kind, signature=title, summary=report.lines[0].strip(),
                                 cpu=_cpu(report.header, report.lines), detail=detail))
     return findings

@@ -1,0 +1,213 @@
+"""Virtual hosts: QEMU guests (TCG) with an emulated Intel or AMD CPU model,
+booting a packaged kernel with a busybox initramfs.
+
+The guest sees this machine's root read-only over virtio-9p, made writable
+with overlayfs on tmpfs, so it runs this machine's Python, venv, bpftool and
+clang. A second 9p share, read-write, is the run's exchange dir: mounted in
+the guest at the same path as here, it carries the command in and the
+results out. User-mode networking: the guest reaches this machine's loopback
+services at 10.0.2.2, and nothing else of this machine.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from farm.config import state_dir
+from farm.detect.kmsg import KmsgRecord
+from farm.errors import BadInput, InfraError
+
+MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
+           "9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "failover", "net_failover", "virtio_net",
+           "overlay")
+DEFAULT_KERNEL = "deb:linux-image-amd64"
+CPU_MODELS = {"intel": "Icelake-Server", "amd": "EPYC-Milan"}
+
+INIT = r"""#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mkdir -p /proc /sys /dev /host /rw /root
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+xchg=$(sed -n 's/.*farm.xchg=\([^ ]*\).*/\1/p' /proc/cmdline)
+for m in $(cat /modules.order); do insmod /modules/$m.ko || echo "farm-init: insmod $m failed"; done
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || echo "farm-init: no 9p root"
+mount -t tmpfs -o size=75% tmpfs /rw; mkdir -p /rw/upper /rw/work
+mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /root
+hn=$(sed -n 's/.*farm.hostname=\([^ ]*\).*/\1/p' /proc/cmdline); [ -n "$hn" ] && hostname "$hn"
+ip link set lo up; ip link set eth0 up 2>/dev/null
+ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; ip route add default via 10.0.2.2 2>/dev/null
+for d in proc sys dev; do mount --move /$d /root/$d; done
+mount -t bpf bpf /root/sys/fs/bpf; mount -t tmpfs tmpfs /root/tmp; mount -t tmpfs tmpfs /root/run
+mkdir -p /root/dev/shm; mount -t tmpfs tmpfs /root/dev/shm  # multiprocessing's semaphores
+# the exchange dir last, at its path on the host (which may be under /tmp)
+mkdir -p /root$xchg; mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 farmxchg /root$xchg
+echo "farm-init: running $xchg/run.sh"
+chroot /root /bin/sh $xchg/run.sh > /root$xchg/run.log 2>&1
+echo $? > /root$xchg/exit
+sync
+echo "farm-init: done"
+reboot -f
+"""
+
+
+@dataclass
+class Kernel:
+    image: Path
+    modules: Path  # the lib/modules/<release> dir
+    release: str
+
+
+def _cache() -> Path:
+    d = state_dir() / "vlab"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def resolve_kernel(spec: str = DEFAULT_KERNEL, modules: str | None = None) -> Kernel:
+    """deb:PACKAGE (fetched with apt-get download, unpacked once, cached) or
+    a bzImage path with its modules dir."""
+    if spec.startswith("deb:"):
+        return _kernel_from_deb(spec[4:])
+    image = Path(spec)
+    if not image.is_file():
+        raise BadInput(f"--kernel: {spec} is neither deb:PACKAGE nor a kernel image")
+    if not modules or not Path(modules).is_dir():
+        raise BadInput("--kernel PATH needs --modules DIR (the lib/modules/<release> of that kernel)")
+    return Kernel(image, Path(modules), Path(modules).name)
+
+
+def _kernel_from_deb(package: str) -> Kernel:
+    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", package):
+        raise BadInput(f"--kernel: bad package name {package!r}")
+    # a metapackage (linux-image-amd64) points at the real image package
+    deps = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True)
+    real = next((ln.split(":", 1)[1].strip() for ln in deps.stdout.splitlines()
+                 if ln.strip().startswith("Depends:") and "linux-image-" in ln), package)
+    root = _cache() / "kernels" / real
+    if not (root / "ok").exists():
+        shutil.rmtree(root, ignore_errors=True)
+        root.mkdir(parents=True)
+        p = subprocess.run(["apt-get", "download", "-q", real], cwd=root, capture_output=True, text=True)
+        debs = list(root.glob("*.deb"))
+        if p.returncode != 0 or not debs:
+            raise InfraError(f"apt-get download {real} failed: {p.stderr.strip()[-300:]}")
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root / "x")], check=True)
+        debs[0].unlink()
+        (root / "ok").touch()
+    images = sorted((root / "x" / "boot").glob("vmlinuz-*"))
+    if not images:
+        raise InfraError(f"{real} holds no vmlinuz")
+    release = images[0].name[len("vmlinuz-"):]
+    return Kernel(images[0], root / "x" / "lib" / "modules" / release, release)
+
+
+def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
+    """A newc cpio archive of (path, mode, data); directories have no data."""
+    out = io.BytesIO()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], start=1):
+        nb = name.encode() + b"\0"
+        hdr = "070701" + "".join(f"{v:08x}" for v in (ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0))
+        out.write(hdr.encode() + nb)
+        out.write(b"\0" * ((4 - (110 + len(nb)) % 4) % 4))
+        out.write(data)
+        out.write(b"\0" * ((4 - len(data) % 4) % 4))
+    return out.getvalue()
+
+
+def initramfs(kernel: Kernel) -> Path:
+    """busybox, the virtio/9p/overlay modules of this kernel, and our init;
+    built once per kernel release and init script."""
+    busybox = Path("/bin/busybox")
+    if not busybox.exists():
+        raise InfraError("busybox not found (apt-get install busybox-static)")
+    key = f"{kernel.release}-{abs(hash((INIT, MODULES))) % 10**8}"
+    out = _cache() / f"initramfs-{key}.cpio.gz"
+    if out.exists():
+        return out
+    entries = [(d, 0o40755, b"") for d in ("bin", "modules", "proc", "sys", "dev", "host", "rw", "root")]
+    entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
+    entries.append(("init", 0o100755, INIT.encode()))
+    found = {p.name.split(".ko")[0]: p for p in kernel.modules.rglob("*.ko*")}
+    order = []
+    for m in MODULES:
+        p = found.get(m)
+        if p is None:
+            continue  # built into this kernel
+        data = p.read_bytes()
+        if p.name.endswith(".xz"):
+            import lzma
+            data = lzma.decompress(data)
+        elif p.name.endswith(".zst"):
+            raise InfraError(f"{p.name}: zstd-compressed modules are not supported yet")
+        entries.append((f"modules/{m}.ko", 0o100644, data))
+        order.append(m)
+    entries.append(("modules.order", 0o100644, ("\n".join(order) + "\n").encode()))
+    tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_bytes(gzip.compress(_cpio_newc(entries), 6))
+    tmp.replace(out)
+    return out
+
+
+@dataclass
+class GuestRun:
+    exit_code: int | None  # the command's, or None when the guest died first
+    console: str
+    log: str
+    timed_out: bool
+
+
+def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: int = 2,
+                 memory_mb: int = 2048, timeout_s: float = 600, console_path: Path | None = None,
+                 hostname: str = "farm-guest") -> GuestRun:
+    """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    xchg.mkdir(parents=True, exist_ok=True)
+    (xchg / "run.sh").write_text(script)
+    (xchg / "exit").unlink(missing_ok=True)
+    console_path = console_path or xchg / "console.log"
+    cmd = [qemu, "-accel", "tcg", "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
+           "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel)),
+           "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
+           "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+           "-virtfs", f"local,path={xchg},mount_tag=farmxchg,security_model=none,multidevs=remap",
+           "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
+           "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    timed_out = False
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+        proc.kill()
+        proc.wait()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    exit_file = xchg / "exit"
+    code = int(exit_file.read_text().strip()) if exit_file.exists() else None
+    log = (xchg / "run.log").read_text(errors="replace") if (xchg / "run.log").exists() else ""
+    return GuestRun(code, console_path.read_text(errors="replace") if console_path.exists() else "", log,
+                    timed_out)
+
+
+_CONSOLE = re.compile(r"^\[\s*(\d+)\.(\d+)\]\s?(.*)$")
+
+
+def console_records(console: str) -> list[KmsgRecord]:
+    """Kernel lines of a serial console as records the crash classifier reads."""
+    out = []
+    for i, line in enumerate(console.splitlines()):
+        m = _CONSOLE.match(line.rstrip("\r"))
+        if m:
+            out.append(KmsgRecord(seq=i, ts_us=int(m.group(1)) * 10**6 + int(m.group(2)[:6].ljust(6, "0")),
+                                  prio=4, facility=0, text=m.group(3)))
+    return out
+

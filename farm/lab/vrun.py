@@ -1,0 +1,82 @@
+"""`farm lab run`: one job in one fresh guest, no broker; the result and
+artifacts come out, the guest goes away, the job's exit code is ours."""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from farm.bpf.loader import cache_dir
+from farm.config import state_dir
+from farm.detect.signature import classify
+from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput
+from farm.job import new_run_id
+from farm.lab.virtual import console_records, resolve_kernel, run_in_guest
+from farm.result import Finding, Result, now_iso
+from farm.spec import load_spec
+
+REPO = Path(__file__).resolve().parent.parent.parent
+BOOT_ALLOWANCE_S = 300  # boot, Python start-up and corpus load under TCG
+# Test-only fault injection: FARM_LAB_FAULT=sysrq-crash crashes the guest's
+# kernel once the job has pinned its programs (the stress is under way).
+FAULTS = {"sysrq-crash": "(while [ -z \"$(ls /sys/fs/bpf/farm 2>/dev/null)\" ]; do sleep 0.2; done; "
+                         "sleep 1; echo c > /proc/sysrq-trigger) &\n"}
+
+
+def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None, artifacts: Path | None,
+            duration: str | None = None, smp: int = 2, memory_mb: int = 2048, say=print) -> int:
+    spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
+    kernel = resolve_kernel(kernel_spec)
+    run_id = new_run_id(spec.name)
+    xchg = state_dir() / "vlab" / "runs" / run_id
+    artifacts = artifacts or Path("artifacts") / f"{run_id}-{cpu_model}"
+    try:
+        xchg.mkdir(parents=True)
+        shutil.copy(job, xchg / "job.yaml")
+        args = ["run", str(xchg / "job.yaml"), "--json", str(xchg / "result.json"),
+                "--artifacts", str(xchg / "artifacts")] + (["--duration", duration] if duration else [])
+        fault = os.environ.get("FARM_LAB_FAULT", "")
+        if fault and fault not in FAULTS:
+            raise BadInput(f"FARM_LAB_FAULT: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
+        script = (FAULTS.get(fault, "") + f"cd {shlex.quote(str(REPO))}\n"
+                  f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_dir().parent))}\n"
+                  f"exec {shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}\n")
+        say(f"booting {cpu_model} with {kernel.release} for {spec.name} ({spec.duration:g}s)")
+        run = run_in_guest(script, xchg, cpu_model, kernel, smp=smp, memory_mb=memory_mb,
+                           timeout_s=spec.duration + BOOT_ALLOWANCE_S, hostname=f"vm-{cpu_model.lower()}")
+        artifacts.mkdir(parents=True, exist_ok=True)
+        (artifacts / "console.log").write_text(run.console)
+        (artifacts / "guest-run.log").write_text(run.log)
+        if (xchg / "artifacts").is_dir():
+            shutil.copytree(xchg / "artifacts", artifacts, dirs_exist_ok=True)
+        if run.exit_code is not None and (xchg / "result.json").exists():
+            if json_path:
+                shutil.copy(xchg / "result.json", json_path)
+            say(run.log.strip().splitlines()[-1] if run.log.strip() else f"exit {run.exit_code}")
+            return run.exit_code
+        if run.exit_code is not None:  # farm run itself refused (bad spec for this guest, ...)
+            say(run.log.strip()[-2000:])
+            return run.exit_code
+        # the guest died or hung before the job ended: the console tells why
+        result = Result(run_id=run_id, job=spec.name, started=now_iso(),
+                        host={"hostname": f"vm-{cpu_model.lower()}", "cpu_model": cpu_model,
+                              "kernel": kernel.release})
+        result.findings = classify(console_records(run.console))
+        if run.timed_out:
+            result.findings.append(Finding("hang", "hang: guest", f"{cpu_model} guest still running "
+                                           f"{spec.duration + BOOT_ALLOWANCE_S:.0f}s after boot; killed"))
+        result.findings.append(Finding("host-lost", "host-lost", f"{cpu_model} guest lost during {spec.name}",
+                                       detail={"console": "console.log",
+                                               "crash": [f.signature for f in result.findings]}))
+        result.settle_verdict()
+        result.artifacts["console"] = "console.log"
+        result.write(artifacts / "result.json")
+        if json_path:
+            result.write(json_path)
+        for f in result.findings:
+            say(f"{f.kind}: {f.signature}")
+        return EXIT_FINDINGS if result.findings else EXIT_INFRA
+    finally:
+        shutil.rmtree(xchg, ignore_errors=True)
