@@ -70,10 +70,19 @@ def _lab(args) -> int:
         for host, f in sorted(found.items()):
             say(f"{host:24} {f['vendor']:13} {f['hw_class']:22} {f['kernel']:20} ucode {f['microcode']}")
         return code
+    if sub == "up":
+        from farm.lab.vlab import run_lab_up
+        return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules)
+    if sub == "status":
+        from farm.lab.vlab import lab_status
+        return lab_status(say)
+    if sub == "down":
+        from farm.lab.vlab import lab_down
+        return lab_down(say)
     if sub == "run":
         from farm.lab.vrun import lab_run
         return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
-                       args.duration, args.smp, args.memory, say)
+                       args.duration, args.smp, args.memory, say, args.modules)
     if sub == "collect-crash":
         code, path = lab.collect_crash(_inventory(args.inventory), args.host, say)
         if code == EXIT_PASS:

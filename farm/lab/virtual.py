@@ -161,25 +161,32 @@ class GuestRun:
     timed_out: bool
 
 
+def qemu_command(xchg: Path, cpu_model: str, kernel: Kernel, smp: int, memory_mb: int, hostname: str,
+                 console_path: Path, ssh_port: int | None = None) -> list[str]:
+    """The qemu-system-x86_64 command line of one guest (TCG)."""
+    qemu = shutil.which("qemu-system-x86_64")
+    if not qemu:
+        raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
+    netdev = "user,id=n0" + (f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else "")
+    return [qemu, "-accel", "tcg", "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
+            "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel)),
+            "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
+            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
+            "-virtfs", f"local,path={xchg},mount_tag=farmxchg,security_model=none,multidevs=remap",
+            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+            "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
+
+
 def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: int = 2,
                  memory_mb: int = 2048, timeout_s: float = 600, console_path: Path | None = None,
                  hostname: str = "farm-guest") -> GuestRun:
     """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw."""
-    qemu = shutil.which("qemu-system-x86_64")
-    if not qemu:
-        raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     xchg.mkdir(parents=True, exist_ok=True)
     (xchg / "run.sh").write_text(script)
     (xchg / "exit").unlink(missing_ok=True)
     console_path = console_path or xchg / "console.log"
-    cmd = [qemu, "-accel", "tcg", "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
-           "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel)),
-           "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
-           "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-           "-virtfs", f"local,path={xchg},mount_tag=farmxchg,security_model=none,multidevs=remap",
-           "-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0",
-           "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     timed_out = False
     try:
         proc.wait(timeout=timeout_s)

@@ -26,9 +26,10 @@ FAULTS = {"sysrq-crash": "(while [ -z \"$(ls /sys/fs/bpf/farm 2>/dev/null)\" ]; 
 
 
 def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None, artifacts: Path | None,
-            duration: str | None = None, smp: int = 2, memory_mb: int = 2048, say=print) -> int:
+            duration: str | None = None, smp: int = 2, memory_mb: int = 2048, say=print,
+            modules: str | None = None) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
-    kernel = resolve_kernel(kernel_spec)
+    kernel = resolve_kernel(kernel_spec, modules)
     run_id = new_run_id(spec.name)
     xchg = state_dir() / "vlab" / "runs" / run_id
     artifacts = artifacts or Path("artifacts") / f"{run_id}-{cpu_model}"

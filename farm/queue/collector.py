@@ -55,6 +55,8 @@ class Collector:
         lost = []
         for name, h in self.reg.hosts().items():
             run = h["running"]
+            if self.reg.r.exists(f"farm:managed:{name}"):
+                continue  # a virtual lab watches this host's console and knows better
             if run and not h["alive"]:
                 if declare_lost(self.reg, self.app, name, run, "heartbeat stopped", self.store):
                     lost.append(run["run_id"])

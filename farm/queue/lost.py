@@ -8,12 +8,15 @@ from farm.result import Finding, Result, now_iso
 from farm.queue.registry import Registry
 
 
-def lost_result(run: dict, facts: dict, why: str) -> dict:
-    """The result of a run whose host went away: one host-lost finding."""
+def lost_result(run: dict, facts: dict, why: str, crash: list[Finding] = ()) -> dict:
+    """The result of a run whose host went away: one host-lost finding,
+    after the crash reports that explain it (a guest's console, say)."""
     r = Result(run_id=run["run_id"], job=run.get("job", "?"), host=facts, started=run.get("started", now_iso()))
+    r.findings.extend(crash)
     r.findings.append(Finding("host-lost", "host-lost", f"{facts.get('hostname', '?')} lost during "
                               f"{r.job}: {why}", detail={"submission": run.get("submission"),
-                                                          "task_id": run.get("task_id")}))
+                                                          "task_id": run.get("task_id"),
+                                                          "crash": [f.signature for f in crash]}))
     r.settle_verdict()
     d = r.to_dict()
     d["submission"] = run.get("submission")
@@ -33,13 +36,13 @@ def restore_orphan(app, task_id: str) -> bool:
     return False
 
 
-def declare_lost(reg: Registry, app, host: str, run: dict, why: str, deliver) -> bool:
+def declare_lost(reg: Registry, app, host: str, run: dict, why: str, deliver, crash: list[Finding] = ()) -> bool:
     """Record the loss exactly once (whoever calls first); deliver(result)
     hands the host-lost result to the store."""
     if not reg.mark_lost(run["run_id"]):
         return False
     facts = reg.hosts().get(host, {}).get("facts", {"hostname": host})
-    deliver(lost_result(run, facts, why))
+    deliver(lost_result(run, facts, why, crash))
     reg.note_loss(host)
     reg.set_run_state(run["run_id"], "lost")
     reg.r.rpush(f"farm:unrecovered:{host}", json.dumps(run))  # for the host's return
