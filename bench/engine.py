@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# bench/queue.py would shadow the stdlib's queue module: bench/ off the path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from farm.bpf import syscall  # noqa: E402
