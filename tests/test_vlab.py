@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, farm_cmd, wait_for
+from conftest import wait_for
 
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 
@@ -42,7 +42,7 @@ def test_jobs_routed_by_vendor_come_back_with_the_guests_facts(vlab, job_file, t
         out = tmp_path / f"{vendor}.json"
         p = lab.farm("submit", str(job_file(name=f"small-{vendor}", **SMALL)), "--where", f"vendor={vendor}",
                      "--wait", "--json", str(out), timeout=900)
-        assert p.returncode in (0, 1), p.stderr + lab.log(f"lab-up")
+        assert p.returncode in (0, 1), p.stderr + lab.log("lab-up")
         [r] = json.loads(out.read_text())
         assert (r["host"]["hostname"], r["host"]["vendor"], r["host"]["kernel"]) == (host, want, release)
         assert r["stats"]["tail_calls_verified"] > 0
