@@ -42,9 +42,10 @@ hn=$(sed -n 's/.*farm.hostname=\([^ ]*\).*/\1/p' /proc/cmdline); [ -n "$hn" ] &&
 ip link set lo up; ip link set eth0 up 2>/dev/null
 ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; ip route add default via 10.0.2.2 2>/dev/null
 for d in proc sys dev; do mount --move /$d /root/$d; done
-mount -t bpf bpf /root/sys/fs/bpf; mount -t tmpfs tmpfs /root/tmp; mount -t tmpfs tmpfs /root/run
+# /tmp stays the overlay's: a checkout or venv under /tmp must be seen too
+mount -t bpf bpf /root/sys/fs/bpf; mount -t tmpfs tmpfs /root/run
 mkdir -p /root/dev/shm; mount -t tmpfs tmpfs /root/dev/shm  # multiprocessing's semaphores
-# the exchange dir last, at its path on the host (which may be under /tmp)
+# the exchange dir last, at its path on the host
 mkdir -p /root$xchg; mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 farmxchg /root$xchg
 echo "farm-init: running $xchg/run.sh"
 chroot /root /bin/sh $xchg/run.sh > /root$xchg/run.log 2>&1
