@@ -49,3 +49,13 @@ def test_a_guest_kernel_crash_mid_job_is_a_kernel_oops_and_one_host_lost(tmp_pat
     assert oops and oops[0]["signature"] == "kernel panic: sysrq triggered crash in sysrq_handle_crash"
     assert r["host"]["cpu_model"] == "Icelake-Server"
     assert subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*farm.xchg"], capture_output=True).returncode == 1
+
+
+def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
+    import sys
+    code = "from farm.lab.virtual import resolve_kernel, initramfs; print(initramfs(resolve_kernel()))"
+    env = {**os.environ, "FARM_STATE_DIR": str(tmp_path / "state")}
+    paths = {subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
+                            text=True, check=True).stdout.strip() for _ in range(2)}
+    assert len(paths) == 1
+    assert len(list((tmp_path / "state" / "vlab").glob("initramfs-*"))) == 1

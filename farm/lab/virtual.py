@@ -11,6 +11,7 @@ services at 10.0.2.2, and nothing else of this machine.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import re
@@ -126,7 +127,8 @@ def initramfs(kernel: Kernel) -> Path:
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         raise InfraError("busybox not found (apt-get install busybox-static)")
-    key = f"{kernel.release}-{abs(hash((INIT, MODULES))) % 10**8}"
+    # a stable digest: Python's str hash changes from process to process
+    key = f"{kernel.release}-{hashlib.sha256((INIT + ' '.join(MODULES)).encode()).hexdigest()[:12]}"
     out = _cache() / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out

@@ -199,8 +199,8 @@ def run_lab_up(hosts: list[str] | None, kernel_spec: str, smp: int, memory_mb: i
     from farm.queue.registry import Registry, connect
     from farm.queue.tasks import send_result
 
-    if (lab_dir() / "lab.json").exists():
-        old = json.loads((lab_dir() / "lab.json").read_text())
+    old = _lab_record()
+    if old:
         try:
             os.kill(old["pid"], 0)
             raise BadInput(f"a virtual lab is already up (pid {old['pid']}); `farm lab down` first")
@@ -241,12 +241,17 @@ def run_lab_up(hosts: list[str] | None, kernel_spec: str, smp: int, memory_mb: i
     return 0
 
 
-def lab_status(say=print) -> int:
+def _lab_record() -> dict | None:
+    """What the running lab wrote about itself (lab.json), or None."""
     path = lab_dir() / "lab.json"
-    if not path.exists():
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def lab_status(say=print) -> int:
+    lab = _lab_record()
+    if lab is None:
         say("no virtual lab is up")
         return 0
-    lab = json.loads(path.read_text())
     say(f"virtual lab (pid {lab['pid']}), kernel {lab['kernel']}")
     for g in lab["guests"]:
         alive = os.path.exists(f"/proc/{g['pid']}")
@@ -257,10 +262,10 @@ def lab_status(say=print) -> int:
 
 def lab_down(say=print) -> int:
     path = lab_dir() / "lab.json"
-    if not path.exists():
+    lab = _lab_record()
+    if lab is None:
         say("no virtual lab is up")
         return 0
-    lab = json.loads(path.read_text())
     try:
         os.kill(lab["pid"], signal.SIGTERM)
     except ProcessLookupError:  # its owner is gone: stop the guests ourselves
