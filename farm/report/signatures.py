@@ -1,0 +1,94 @@
+"""Where a signature occurs: by vendor and hw_class, against every run of the
+jobs it was seen in, and the first and last kernel it was seen on."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import distinct, func, select
+
+from farm.errors import BadInput
+from farm.report.matrix import vendor_short
+from farm.store import Store
+from farm.store.models import Finding, Run, Signature
+
+
+@dataclass
+class ClassCount:
+    hw_class: str
+    vendor: str
+    hits: int
+    runs: int
+
+
+@dataclass
+class Where:
+    signature: Signature
+    classes: list[ClassCount]
+    first_kernel: str | None
+    last_kernel: str | None
+    hosts: int
+
+    @property
+    def vendors_hit(self) -> list[str]:
+        return sorted({vendor_short(c.vendor) for c in self.classes if c.hits})
+
+    def split(self) -> str:
+        """'AMD only: 12/12 runs on amd-zen4, 0/40 on intel-*'."""
+        hit = [c for c in self.classes if c.hits]
+        vendors = self.vendors_hit
+        label = f"{vendors[0].upper() if vendors[0] == 'amd' else vendors[0].capitalize()} only" \
+            if len(vendors) == 1 else "both vendors" if vendors else "no runs"
+        parts = [f"{c.hits}/{c.runs} runs on {c.hw_class}" for c in hit]
+        clean: dict[str, int] = {}
+        for c in self.classes:
+            if not c.hits:
+                clean[vendor_short(c.vendor)] = clean.get(vendor_short(c.vendor), 0) + c.runs
+        for v, n in sorted(clean.items()):
+            if v in vendors:  # a clean class of a vendor that also fails: name it
+                parts += [f"0/{c.runs} on {c.hw_class}" for c in self.classes
+                          if not c.hits and vendor_short(c.vendor) == v]
+            else:
+                parts.append(f"0/{n} on {v}-*")
+        return f"{label}: " + ", ".join(parts)
+
+
+def find_signature(store: Store, ref: str) -> Signature:
+    """By #id, exact text, or a fragment that names one signature only."""
+    with store.session() as s:
+        if ref.lstrip("#").isdigit():
+            sig = s.get(Signature, int(ref.lstrip("#")))
+            if sig:
+                return sig
+        sig = s.scalar(select(Signature).where(Signature.text == ref))
+        if sig:
+            return sig
+        like = list(s.scalars(select(Signature).where(Signature.text.contains(ref, autoescape=True)).limit(6)))
+    if len(like) == 1:
+        return like[0]
+    if not like:
+        raise BadInput(f"no signature matches {ref!r} (see `farm triage signatures`)")
+    raise BadInput(f"{ref!r} matches several signatures: " + "; ".join(f"#{x.id} {x.text}" for x in like[:5]))
+
+
+def where(store: Store, sig: Signature) -> Where:
+    with store.session() as s:
+        runs_with = select(Finding.run_id).where(Finding.signature_id == sig.id)
+        jobs = select(Run.job).where(Run.run_id.in_(runs_with)).distinct()
+        hits = dict(((c, v), n) for c, v, n in s.execute(
+            select(Run.hw_class, Run.vendor, func.count(distinct(Run.run_id)))
+            .where(Run.run_id.in_(runs_with)).group_by(Run.hw_class, Run.vendor)))
+        totals = s.execute(select(Run.hw_class, Run.vendor, func.count())
+                           .where(Run.job.in_(jobs), Run.outcome.in_(("pass", "fail", "lost")))
+                           .group_by(Run.hw_class, Run.vendor)).all()
+        ordered = select(Run.kernel).where(Run.run_id.in_(runs_with))
+        first = s.scalar(ordered.order_by(Run.started.asc()).limit(1))
+        last = s.scalar(ordered.order_by(Run.started.desc()).limit(1))
+        hosts = s.scalar(select(func.count(distinct(Run.host_id))).where(Run.run_id.in_(runs_with)))
+    classes = [ClassCount(c, v, hits.get((c, v), 0), max(n, hits.get((c, v), 0))) for c, v, n in totals]
+    classes.sort(key=lambda c: (-c.hits, vendor_short(c.vendor), c.hw_class))
+    return Where(sig, classes, first, last, hosts or 0)
+
+
+def signatures(store: Store) -> list[Signature]:
+    with store.session() as s:
+        return list(s.scalars(select(Signature).order_by(Signature.last_seen.desc())))

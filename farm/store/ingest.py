@@ -1,0 +1,234 @@
+"""Results into the database: hosts and their facts history, the run, its
+findings under deduplicated signatures, and its artifacts index.
+
+Ingesting is idempotent by run id (a redelivered result, or the same JSON
+file ingested twice, adds nothing) and batched: one transaction per batch,
+rows inserted with executemany, so a lab's backlog goes in at thousands of
+results a second.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from farm.detect.signature import normalise_line
+from farm.store.known import status_for
+from farm.store.models import (Artifact, FactsSnapshot, Finding, Host, KnownIssue, Run,
+                               Signature, Submission)
+
+FACT_FIELDS = ("vendor", "family", "model", "stepping", "model_name", "microcode",
+               "kernel", "spectre_v2", "hw_class")
+TEXT_ARTIFACT_CAP = 256 * 1024   # larger artifacts are indexed, not kept
+TEXT_SUFFIXES = (".S", ".txt", ".json")
+SIGNATURE_LEN = 512
+
+
+def pack(obj) -> bytes:
+    return zlib.compress(json.dumps(obj, separators=(",", ":")).encode(), 6)
+
+
+def unpack(blob: bytes | None):
+    return json.loads(zlib.decompress(blob)) if blob else None
+
+
+def parse_time(text: str | None) -> datetime:
+    """ISO-8601 to naive UTC (what both SQLite and PostgreSQL columns hold)."""
+    try:
+        t = datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return utcnow()
+    if t.tzinfo:
+        t = t.astimezone(timezone.utc).replace(tzinfo=None)
+    return t
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def signature_key(text: str) -> str:
+    """The finding's signature once more through the kernel-log normaliser,
+    so results from older workers or hand-edited files dedupe too."""
+    key = normalise_line(text or "") or (text or "").strip() or "(no signature)"
+    return key[:SIGNATURE_LEN]
+
+
+def outcome(result: dict) -> str:
+    if any(f.get("kind") == "host-lost" for f in result.get("findings", ())):
+        return "lost"
+    v = result.get("verdict")
+    return v if v in ("pass", "fail", "error") else "error"
+
+
+def facts_digest(host: dict) -> str:
+    return hashlib.sha256(json.dumps({k: host.get(k) for k in FACT_FIELDS},
+                                     sort_keys=True).encode()).hexdigest()
+
+
+def text_attachments(result: dict, artifacts_dir: Path | None) -> dict[str, bytes]:
+    """Small text artifacts as zlib blobs: shipped in the result by a worker
+    (`attachments`), or read from the artifacts dir of a local run."""
+    out = {}
+    for name, b64 in (result.get("attachments") or {}).items():
+        try:
+            out[name] = base64.b64decode(b64)
+        except ValueError:
+            continue
+    if artifacts_dir is not None:
+        root = artifacts_dir.resolve()
+        for name, rel in result.get("artifacts", {}).items():
+            if name in out or not str(rel).endswith(TEXT_SUFFIXES):
+                continue
+            path = (root / rel).resolve()
+            if root not in path.parents or not path.is_file() or path.stat().st_size > TEXT_ARTIFACT_CAP:
+                continue  # never read outside the run's own artifacts dir
+            out[name] = zlib.compress(path.read_bytes(), 6)
+    return out
+
+
+class Ingest:
+    """One batch: caches what it looked up so a batch of a thousand results
+    touches each host, facts snapshot and signature once."""
+
+    def __init__(self, session: Session):
+        self.s = session
+        self.hosts: dict[str, int] = {}
+        self.facts: dict[tuple[int, str], int] = {}
+        self.sigs: dict[str, int] = {}
+        self.known = [(k.pattern, k.link, k.note) for k in session.scalars(select(KnownIssue))]
+
+    def host_id(self, h: dict, seen: datetime) -> int:
+        name = h.get("hostname") or "unknown"
+        if name not in self.hosts:
+            row = self.s.scalar(select(Host).where(Host.hostname == name))
+            if row is None:
+                row = Host(hostname=name, vendor=h.get("vendor", ""), hw_class=h.get("hw_class", ""),
+                           first_seen=seen, last_seen=seen)
+                self.s.add(row)
+                self.s.flush()
+            self.hosts[name] = row.id
+        hid = self.hosts[name]
+        self.s.execute(update(Host).where(Host.id == hid, Host.last_seen < seen)
+                       .values(last_seen=seen, vendor=h.get("vendor", ""), hw_class=h.get("hw_class", "")))
+        return hid
+
+    def facts_id(self, host_id: int, h: dict, seen: datetime) -> int:
+        digest = facts_digest(h)
+        key = (host_id, digest)
+        if key not in self.facts:
+            row = self.s.scalar(select(FactsSnapshot).where(FactsSnapshot.host_id == host_id,
+                                                            FactsSnapshot.digest == digest))
+            if row is None:
+                row = FactsSnapshot(host_id=host_id, digest=digest, first_seen=seen, last_seen=seen,
+                                    **{k: _fact(h, k) for k in FACT_FIELDS})
+                self.s.add(row)
+                self.s.flush()
+            self.facts[key] = row.id
+        fid = self.facts[key]
+        self.s.execute(update(FactsSnapshot).where(FactsSnapshot.id == fid, FactsSnapshot.last_seen < seen)
+                       .values(last_seen=seen))
+        self.s.execute(update(FactsSnapshot).where(FactsSnapshot.id == fid, FactsSnapshot.first_seen > seen)
+                       .values(first_seen=seen))
+        return fid
+
+    def signature_id(self, text: str, kind: str, seen: datetime) -> int:
+        key = signature_key(text)
+        if key not in self.sigs:
+            row = self.s.scalar(select(Signature).where(Signature.text == key))
+            if row is None:
+                status, link, note = status_for(key, self.known)
+                row = Signature(text=key, kind=kind, status=status, link=link, note=note,
+                                first_seen=seen, last_seen=seen, count=0)
+                self.s.add(row)
+                self.s.flush()
+            elif row.status == "fixed":
+                # seen again after it was marked fixed: it is back
+                row.status = "open"
+                row.note = f"reopened {seen:%Y-%m-%d}" + (f"; {row.note}" if row.note else "")
+            self.sigs[key] = row.id
+        return self.sigs[key]
+
+
+def _fact(h: dict, k: str):
+    v = h.get(k)
+    if k in ("family", "model", "stepping"):
+        return v if isinstance(v, int) else None
+    return "" if v is None else str(v)
+
+
+def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | None]]) -> int:
+    """Add each (result, submission, artifacts_dir) whose run id is new;
+    returns how many were added. The caller commits."""
+    ids = [r["run_id"] for r, _, _ in items]
+    have = set()
+    for i in range(0, len(ids), 500):
+        have.update(session.scalars(select(Run.run_id).where(Run.run_id.in_(ids[i:i + 500]))))
+    ing = Ingest(session)
+    runs, findings, artifacts, sig_counts = [], [], [], {}
+    subs: dict[str, tuple[str, datetime]] = {}
+    for result, submission, art_dir in items:
+        run_id = result["run_id"]
+        if run_id in have:
+            continue
+        have.add(run_id)
+        h = result.get("host") or {}
+        started = parse_time(result.get("started"))
+        hid = ing.host_id(h, started)
+        fid = ing.facts_id(hid, h, started)
+        sub = submission or result.get("submission")
+        if sub:
+            subs.setdefault(sub, (result.get("job", ""), started))
+        stats = result.get("stats") or {}
+        runs.append(dict(run_id=run_id, submission_id=sub, job=result.get("job", ""), host_id=hid,
+                         facts_id=fid, vendor=h.get("vendor", ""), hw_class=h.get("hw_class", ""),
+                         kernel=h.get("kernel", ""), verdict=result.get("verdict", "error"),
+                         outcome=outcome(result), started=started,
+                         duration_s=float(result.get("duration_s") or 0.0),
+                         updates_per_s=float(stats.get("updates_per_s") or 0.0),
+                         tail_calls_per_s=float(stats.get("tail_calls_per_s") or 0.0),
+                         error=result.get("error"),
+                         result=pack({k: v for k, v in result.items() if k != "attachments"})))
+        for f in result.get("findings", ()):
+            sid = ing.signature_id(f.get("signature", ""), f.get("kind", ""), started)
+            first, last, n = sig_counts.get(sid, (started, started, 0))
+            sig_counts[sid] = (min(first, started), max(last, started), n + 1)
+            findings.append(dict(run_id=run_id, signature_id=sid, kind=f.get("kind", ""),
+                                 summary=f.get("summary", ""), cpu=f.get("cpu") if isinstance(f.get("cpu"), int) else None,
+                                 at=str(f.get("at", "")), detail=json.dumps(f.get("detail", {}))))
+        inline = text_attachments(result, art_dir)
+        for name, rel in result.get("artifacts", {}).items():
+            blob = inline.get(name)
+            artifacts.append(dict(run_id=run_id, name=name, path=str(rel), content=blob,
+                                  size=len(zlib.decompress(blob)) if blob else None))
+    if not runs:
+        return 0
+    _add_submissions(session, subs)
+    session.execute(insert(Run), runs)
+    if findings:
+        session.execute(insert(Finding), findings)
+    if artifacts:
+        session.execute(insert(Artifact), artifacts)
+    for sid, (first, last, n) in sig_counts.items():
+        session.execute(update(Signature).where(Signature.id == sid)
+                        .values(count=Signature.count + n))
+        session.execute(update(Signature).where(Signature.id == sid, Signature.last_seen < last)
+                        .values(last_seen=last))
+        session.execute(update(Signature).where(Signature.id == sid, Signature.first_seen > first)
+                        .values(first_seen=first))
+    return len(runs)
+
+
+def _add_submissions(session: Session, subs: dict[str, tuple[str, datetime]]) -> None:
+    if not subs:
+        return
+    have = set(session.scalars(select(Submission.id).where(Submission.id.in_(list(subs)))))
+    new = [dict(id=k, job=job, created=t) for k, (job, t) in subs.items() if k not in have]
+    if new:
+        session.execute(insert(Submission), new)

@@ -1,0 +1,125 @@
+"""The results database: what ran where, what broke, and since when.
+
+Runs carry their host's vendor, hw_class and kernel as they were at the time
+(copied from the facts snapshot) so the triage matrix groups one table, and a
+host's later microcode or kernel update never rewrites its history.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (Float, ForeignKey, Index, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Host(Base):
+    __tablename__ = "hosts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), unique=True)
+    vendor: Mapped[str] = mapped_column(String(32))
+    hw_class: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class FactsSnapshot(Base):
+    """One row per distinct set of facts a host reported: a new microcode
+    or kernel adds a row, the same facts again only move last_seen."""
+    __tablename__ = "facts"
+    __table_args__ = (UniqueConstraint("host_id", "digest"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    digest: Mapped[str] = mapped_column(String(64))
+    vendor: Mapped[str] = mapped_column(String(32))
+    family: Mapped[int | None]
+    model: Mapped[int | None]
+    stepping: Mapped[int | None]
+    model_name: Mapped[str] = mapped_column(String(255), default="")
+    microcode: Mapped[str] = mapped_column(String(64), default="")
+    kernel: Mapped[str] = mapped_column(String(255))
+    spectre_v2: Mapped[str] = mapped_column(Text, default="")
+    hw_class: Mapped[str] = mapped_column(String(64))
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+
+
+class Submission(Base):
+    __tablename__ = "submissions"
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    job: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime]
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_cell", "job", "hw_class", "kernel"),)
+    run_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), index=True)
+    job: Mapped[str] = mapped_column(String(255))
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    facts_id: Mapped[int] = mapped_column(ForeignKey("facts.id"))
+    vendor: Mapped[str] = mapped_column(String(32))
+    hw_class: Mapped[str] = mapped_column(String(64))
+    kernel: Mapped[str] = mapped_column(String(255))
+    verdict: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))  # pass | fail | lost | error
+    started: Mapped[datetime] = mapped_column(index=True)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    updates_per_s: Mapped[float] = mapped_column(Float, default=0.0)
+    tail_calls_per_s: Mapped[float] = mapped_column(Float, default=0.0)
+    error: Mapped[str | None] = mapped_column(Text)
+    # the whole result JSON, zlib-compressed; `farm gc` drops it from old runs
+    result: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Signature(Base):
+    __tablename__ = "signatures"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(String(512), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | fixed | known
+    first_seen: Mapped[datetime]
+    last_seen: Mapped[datetime]
+    count: Mapped[int] = mapped_column(Integer, default=0)
+    link: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+
+
+class Finding(Base):
+    __tablename__ = "findings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    summary: Mapped[str] = mapped_column(Text, default="")
+    cpu: Mapped[int | None]
+    at: Mapped[str] = mapped_column(String(64), default="")
+    detail: Mapped[str] = mapped_column(Text, default="{}")  # JSON
+
+
+class Artifact(Base):
+    """The artifacts index: every artifact a run named, where it lies on its
+    host, and for small text ones (JIT listings, the kernel log) the content
+    itself, so a report can diff two hosts' listings wherever they ran."""
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("run_id", "name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    name: Mapped[str] = mapped_column(String(512))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int | None]
+    content: Mapped[bytes | None] = mapped_column(LargeBinary)  # zlib
+
+
+class KnownIssue(Base):
+    """A known-issues entry: signatures matching the glob are `known`."""
+    __tablename__ = "known_issues"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pattern: Mapped[str] = mapped_column(String(512), unique=True)
+    link: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)

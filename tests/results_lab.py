@@ -1,0 +1,92 @@
+"""A lab's history made from real engine results (tests/fixtures/results,
+written by `farm run` on this farm's own machines), edited to stand for
+several hosts, classes and kernels.
+
+    kernel 6.1.0-56-amd64: every host passes.
+    kernel 6.6.7:
+      amd-zen4       zen4-a fails with the arraymap kernel BUG, zen4-b (the
+                     retry) fails the same way            -> regression
+      amd-zen2       zen2-a fails tail-call-count, zen2-b passes -> flaky
+      intel-icelake  both pass; icx-a is also lost once
+      intel-skylake  skl-a fails (a page fault), no other host yet      -> awaiting retry
+"""
+from __future__ import annotations
+
+import copy
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from farm.detect.kmsg import parse_records
+from farm.detect.signature import classify
+from farm.facts import hw_class
+from farm.queue.lost import lost_result
+
+FIXTURES = Path(__file__).parent / "fixtures"
+JOB = "tailcall-subprog-stress"
+OLD, NEW = "6.1.0-56-amd64", "6.6.7"
+T0 = datetime(2026, 9, 1, tzinfo=timezone.utc)
+
+CPUS = {  # vendor, family, model, stepping, name
+    "zen4": ("AuthenticAMD", 25, 17, 1, "AMD EPYC 9654 96-Core Processor"),
+    "zen2": ("AuthenticAMD", 23, 49, 0, "AMD EPYC 7702 64-Core Processor"),
+    "icx": ("GenuineIntel", 6, 106, 6, "Intel(R) Xeon(R) Platinum 8380 CPU @ 2.30GHz"),
+    "skl": ("GenuineIntel", 6, 85, 4, "Intel(R) Xeon(R) Gold 6154 CPU @ 3.00GHz"),
+}
+HOSTS = ["zen4-a", "zen4-b", "zen2-a", "zen2-b", "icx-a", "icx-b", "skl-a"]
+
+
+def base(name: str) -> dict:
+    return json.loads((FIXTURES / "results" / f"{name}.json").read_text())
+
+
+def host_facts(hostname: str, kernel: str) -> dict:
+    vendor, family, model, stepping, model_name = CPUS[hostname.split("-")[0]]
+    return {"hostname": hostname, "vendor": vendor, "family": family, "model": model,
+            "stepping": stepping, "model_name": model_name, "microcode": "0x1000065",
+            "kernel": kernel, "spectre_v2": "Mitigation: Retpolines",
+            "hw_class": hw_class(vendor, family, model, stepping)}
+
+
+def kernel_finding(fixture: str = "kernel-bug-arraymap") -> dict:
+    """The real classifier's finding for a kernel-log fixture."""
+    records = parse_records((FIXTURES / "kmsg" / f"{fixture}.kmsg").read_text())
+    finding = classify(records)[0]
+    return {"kind": finding.kind, "signature": finding.signature, "summary": finding.summary,
+            "cpu": finding.cpu, "at": finding.at, "detail": finding.detail}
+
+
+def variant(src: dict, hostname: str, kernel: str, at: datetime, n: int, findings=None) -> dict:
+    r = copy.deepcopy(src)
+    r["run_id"] = f"{JOB}-{kernel}-{hostname}-{n}"
+    r["job"] = JOB
+    r["submission"] = f"s-{kernel}-{n}"
+    r["host"] = host_facts(hostname, kernel)
+    r["started"] = at.isoformat(timespec="milliseconds")
+    if findings is not None:
+        r["findings"] = findings
+        r["verdict"] = "fail" if findings else "pass"
+    return r
+
+
+def history() -> list[dict]:
+    ok, short = base("pass"), base("fail-tail-call-count")
+    out, n = [], 0
+    at = T0
+    for h in HOSTS:                       # the old kernel: all pass
+        n += 1
+        out.append(variant(ok, h, OLD, at + timedelta(minutes=n), n))
+    at = T0 + timedelta(days=7)
+    plan = [("zen4-a", [kernel_finding()]), ("zen4-b", [kernel_finding()]),
+            ("zen2-a", None), ("zen2-b", []), ("icx-a", []), ("icx-b", []),
+            ("skl-a", [kernel_finding("pagefault-bpf-prog")])]
+    for h, findings in plan:
+        n += 1
+        src = short if findings is None else ok
+        out.append(variant(src, h, NEW, at + timedelta(minutes=n), n, findings))
+    n += 1
+    lost = lost_result({"run_id": f"{JOB}-{NEW}-icx-a-{n}", "job": JOB, "submission": f"s-{NEW}-{n}",
+                        "started": (at + timedelta(minutes=n)).isoformat()},
+                       host_facts("icx-a", NEW), "heartbeat stopped")
+    out.append(lost)
+    return out
