@@ -54,6 +54,9 @@ def _parser() -> argparse.ArgumentParser:
     hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
     hs.add_argument("--json", action="store_true")
 
+    from farm import triage_cli
+    triage_cli.add_commands(sub)
+
     lab = sub.add_parser("lab", help="the lab's hosts through Ansible")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, parser_class=_Parser)
     ci = lab_sub.add_parser("check-inventory", help="validate an inventory")
@@ -97,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_run(args)
         if args.command == "facts":
             return _cmd_facts()
-        from farm import lab_cli
-        return lab_cli.dispatch(args)
+        from farm import lab_cli, triage_cli
+        handled = triage_cli.dispatch(args)
+        return lab_cli.dispatch(args) if handled is None else handled
     except FarmError as e:
         print(f"farm: {e}", file=sys.stderr)
         return e.exit_code

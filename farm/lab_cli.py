@@ -160,13 +160,15 @@ def _status(args) -> int:
 
 
 def _results(args) -> int:
-    from farm.queue.store import ResultStore
-    from farm.queue.submit import cached_results
-    reg = _registry()
-    sub_id = args.id or next(iter(reg.submissions(1)), None)
-    if not sub_id or not (sub := reg.submission(sub_id)):
-        raise BadInput(f"no submission {args.id!r}" if args.id else "no submissions yet")
-    results = cached_results(reg, sub) or ResultStore(state_dir()).results(sub_id)
+    """From the results database: no broker needed."""
+    from farm.store import open_store
+    store = open_store()
+    sub_id = args.id or store.latest_submission()
+    if not sub_id:
+        raise BadInput("no submissions stored yet")
+    results = store.results(sub_id)
+    if not results:
+        raise BadInput(f"no results stored for submission {sub_id!r} (see `farm status`)")
     if args.json:
         print(json.dumps(results, indent=2))
         return EXIT_PASS

@@ -59,7 +59,7 @@ class Lab:
     def __init__(self, redis_server: RedisServer, state: Path):
         self.redis, self.state = redis_server, state
         self.procs: list[subprocess.Popen] = []
-        self.env = {**os.environ, "FARM_BROKER_URL": redis_server.url, "FARM_STATE_DIR": str(state),
+        self.env = {**os.environ, "FARM_BROKER_URL": redis_server.url, "FARM_STATE_DIR": str(state), "FARM_DB_URL": "",
                     "FARM_HEARTBEAT_TTL": "4", "FARM_CACHE_DIR": os.environ.get("FARM_CACHE_DIR", "")}
         if not self.env["FARM_CACHE_DIR"]:
             del self.env["FARM_CACHE_DIR"]
@@ -99,9 +99,13 @@ class Lab:
         path = self.state / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
 
+    def store(self):
+        from farm.store import open_store
+        return open_store(f"sqlite:///{self.state / 'farm.db'}")
+
     def stored(self, sub_id: str) -> list[dict]:
-        path = self.state / "results" / f"{sub_id}.jsonl"
-        return [json.loads(ln) for ln in path.read_text().splitlines()] if path.exists() else []
+        """What the collector wrote to the results database."""
+        return self.store().results(sub_id) if (self.state / "farm.db").exists() else []
 
     def stop_all(self) -> None:
         for p in self.procs:

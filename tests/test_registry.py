@@ -52,8 +52,8 @@ def test_one_lease_per_host_and_health_after_repeated_losses(redis_server):
 
 def test_a_late_result_of_a_lost_run_is_attached_not_counted(redis_server, tmp_path):
     from farm.queue.collector import Collector
-    from farm.queue.store import ResultStore
-    c = Collector(None, Registry(redis_server.client()), ResultStore(tmp_path))
+    from farm.store import open_store
+    c = Collector(None, Registry(redis_server.client()), open_store(f"sqlite:///{tmp_path}/farm.db"))
     lost = {**lost_result({"run_id": "s1.a1", "job": "smoke", "submission": "s1"}, AMD, "heartbeat stopped"),
             "submission": "s1"}
     assert c.store(lost)

@@ -1,6 +1,6 @@
 """The collector: writes every result that arrives on the results queue to
-the store (once per run id), keeps run states and health, and reaps hosts
-whose heartbeat stopped mid-job."""
+the results database (once per run id), keeps run states and health, and
+reaps hosts whose heartbeat stopped mid-job."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import threading
 
 from farm.queue.lost import declare_lost
 from farm.queue.registry import Registry
-from farm.queue.store import ResultStore
+from farm.store import Store
 
 CRASH_KINDS = {"kernel-oops", "kernel-bug", "lockup", "host-lost"}
 RESULT_CACHE_S = 7 * 24 * 3600
@@ -16,12 +16,12 @@ REAP_EVERY_S = 2.0
 
 
 class Collector:
-    def __init__(self, app, registry: Registry, store: ResultStore):
+    def __init__(self, app, registry: Registry, store: Store):
         self.app, self.reg, self.results = app, registry, store
 
     def store(self, result: dict) -> bool:
         sub = result.get("submission") or "adhoc"
-        if not self.results.add(sub, result):
+        if not self.results.add(result, submission=sub):
             # This run id is in already: a redelivery, or a host that was
             # declared lost finishing after all. Keep the latter's word.
             if not any(f["kind"] == "host-lost" for f in result["findings"]):
@@ -31,7 +31,8 @@ class Collector:
         run_id = result["run_id"]
         lost = any(f["kind"] == "host-lost" for f in result["findings"])
         self.reg.set_run_state(run_id, "lost" if lost else "done", verdict=result["verdict"])
-        self.reg.r.set(f"farm:result:{run_id}", json.dumps(result), ex=RESULT_CACHE_S)
+        cached = {k: v for k, v in result.items() if k != "attachments"}  # those live in the database
+        self.reg.r.set(f"farm:result:{run_id}", json.dumps(cached), ex=RESULT_CACHE_S)
         host = result.get("host", {}).get("hostname")
         if host and not lost:
             if any(f["kind"] in CRASH_KINDS for f in result["findings"]):
@@ -48,7 +49,7 @@ class Collector:
                 if f["kind"] == "host-lost":
                     f["detail"][key] = recovered
             self.reg.r.set(f"farm:result:{run_id}", json.dumps(result), ex=RESULT_CACHE_S)
-        return self.results.update(submission, run_id, add)
+        return self.results.update(run_id, add)
 
     def reap(self) -> list[str]:
         """Hosts with a run in hand and no heartbeat: each run lost once."""

@@ -18,7 +18,7 @@ from farm.queue.hostrun import HostContext
 from farm.queue.lost import declare_lost
 from farm.queue.registry import HEARTBEAT_EVERY_S, Registry, connect
 from farm.queue.routing import RESULTS_QUEUE, queues_for
-from farm.queue.store import ResultStore
+from farm.store import open_store
 
 CONTROL_QUEUE = "control"
 
@@ -92,11 +92,12 @@ def run_worker(loglevel: str = "WARNING") -> int:
 
 def run_collector(loglevel: str = "WARNING") -> int:
     reg = Registry(connect(broker_url()))
-    collector = Collector(app, reg, ResultStore(state_dir()))
+    db = open_store()
+    collector = Collector(app, reg, db)
     tasks.COLLECTOR = collector
     stop = threading.Event()
     threading.Thread(target=collector.reap_forever, args=(stop,), daemon=True).start()
-    print(f"farm collector: writing to {state_dir() / 'results'}", flush=True)
+    print(f"farm collector: writing to {db.engine.url.render_as_string(hide_password=True)}", flush=True)
     _announce_ready("farm collector")
     try:
         app.Worker(hostname=f"farm-collector@{os.uname().nodename}", queues=[RESULTS_QUEUE, CONTROL_QUEUE],

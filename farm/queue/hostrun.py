@@ -10,6 +10,9 @@ from farm.job import RunOptions, run_job
 from farm.queue.registry import Registry
 from farm.result import Result, now_iso
 from farm.spec import load_spec_text
+from farm.store.ingest import encode_attachments, text_attachments
+
+ATTACH_CAP = 1 << 20  # compressed bytes of text artifacts per result
 
 
 class _Noop(Exception):
@@ -44,7 +47,11 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
             if payload.get("noop"):  # bench/queue.py: measure the queue, not the engine
                 raise _Noop
             spec = load_spec_text(payload["spec"], payload["job"], payload["job"], payload.get("overrides"))
-            result = run_job(spec, RunOptions(run_id=run_id, artifacts=ctx.state / "artifacts" / run_id)).to_dict()
+            art = ctx.state / "artifacts" / run_id
+            result = run_job(spec, RunOptions(run_id=run_id, artifacts=art)).to_dict()
+            # The artifacts stay on this host; the small text ones travel with
+            # the result so triage can diff two hosts' JIT listings.
+            result["attachments"] = encode_attachments(text_attachments(result, art), ATTACH_CAP)
         except _Noop:
             r = Result(run_id=run_id, job=payload["job"], host=ctx.facts, started=now_iso())
             r.settle_verdict()

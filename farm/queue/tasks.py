@@ -1,6 +1,9 @@
 """Celery tasks: a few lines each around plain functions."""
 from __future__ import annotations
 
+from sqlalchemy.exc import SQLAlchemyError
+
+from farm.errors import InfraError
 from farm.queue.app import app
 from farm.queue.routing import RESULTS_QUEUE
 
@@ -22,12 +25,18 @@ def run(self, payload: dict) -> str:
     return outcome
 
 
-@app.task(name="farm.store")
+# The database down (PostgreSQL restarting, say) must not cost a result: the
+# message goes back on the queue and is tried again until it is stored.
+_DB_DOWN = dict(autoretry_for=(InfraError, SQLAlchemyError), retry_backoff=True, retry_backoff_max=60,
+                max_retries=None)
+
+
+@app.task(name="farm.store", **_DB_DOWN)
 def store(result: dict) -> bool:
     return COLLECTOR.store(result)
 
 
-@app.task(name="farm.attach")
+@app.task(name="farm.attach", **_DB_DOWN)
 def attach(run_id: str, submission: str, recovered: dict) -> bool:
     return COLLECTOR.attach(run_id, submission, recovered)
 

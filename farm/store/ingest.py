@@ -26,7 +26,7 @@ from farm.store.models import (Artifact, FactsSnapshot, Finding, Host, KnownIssu
 FACT_FIELDS = ("vendor", "family", "model", "stepping", "model_name", "microcode",
                "kernel", "spectre_v2", "hw_class")
 TEXT_ARTIFACT_CAP = 256 * 1024   # larger artifacts are indexed, not kept
-TEXT_SUFFIXES = (".S", ".txt", ".json")
+TEXT_SUFFIXES = (".S", ".txt")  # JIT listings, xlated dumps, the kernel log
 SIGNATURE_LEN = 512
 
 
@@ -70,6 +70,18 @@ def outcome(result: dict) -> str:
 def facts_digest(host: dict) -> str:
     return hashlib.sha256(json.dumps({k: host.get(k) for k in FACT_FIELDS},
                                      sort_keys=True).encode()).hexdigest()
+
+
+def encode_attachments(blobs: dict[str, bytes], cap: int) -> dict[str, str]:
+    """What a worker ships inside its result: base64 of the zlib blobs,
+    kernel log first, up to cap bytes in all."""
+    out, total = {}, 0
+    for name in sorted(blobs, key=lambda n: (n != "kmsg", n)):
+        total += len(blobs[name])
+        if total > cap:
+            break
+        out[name] = base64.b64encode(blobs[name]).decode()
+    return out
 
 
 def text_attachments(result: dict, artifacts_dir: Path | None) -> dict[str, bytes]:

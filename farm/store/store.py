@@ -8,7 +8,7 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from farm.errors import BadInput, InfraError
 from farm.store.db import make_engine, migrate
@@ -73,6 +73,11 @@ class Store:
             blobs = s.scalars(select(Run.result).where(Run.submission_id == submission)
                               .order_by(Run.started, Run.run_id))
             return [unpack(b) for b in blobs if b]
+
+    def latest_submission(self) -> str | None:
+        from farm.store.models import Submission
+        with self.session() as s:
+            return s.scalar(select(Submission.id).order_by(Submission.created.desc()).limit(1))
 
     def result(self, run_id: str) -> dict | None:
         with self.session() as s:

@@ -1,0 +1,193 @@
+"""The results database from the command line: ingest, triage, report, gc."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import timedelta
+from pathlib import Path
+
+from farm.errors import EXIT_FINDINGS, EXIT_PASS, BadInput
+
+_AGE = re.compile(r"^(\d+)\s*([smhdw])$")
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+STATUS_STYLE = {"pass": "green", "fail": "red", "flaky": "yellow", "lost": "magenta", "error": "blue"}
+
+
+def add_commands(sub) -> None:
+    ing = sub.add_parser("ingest", help="add result JSON files (from farm run --json) to the database")
+    ing.add_argument("files", nargs="+", type=Path)
+    ing.add_argument("--artifacts", type=Path, metavar="DIR",
+                     help="the run's artifacts dir (default: the result file's dir if it holds them)")
+    tr = sub.add_parser("triage", help="job x hw_class x kernel matrix, signatures, regressions")
+    tr.add_argument("view", nargs="?", default="matrix", choices=("matrix", "regressions", "signatures"))
+    tr.add_argument("--signature", metavar="S", help="where a signature occurs (#id, text or a fragment)")
+    tr.add_argument("--job")
+    tr.add_argument("--json", action="store_true")
+    tr.add_argument("--known", type=Path, metavar="FILE", help="signatures: load a known-issues YAML first")
+    tr.add_argument("--mark", metavar="ID=STATUS", help="signatures: set a status (open, fixed, known)")
+    tr.add_argument("--retry", action="store_true",
+                    help="regressions: submit each awaiting candidate to another host of its class")
+    tr.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="with --retry: where job specs are")
+    rp = sub.add_parser("report", help="HTML pages and/or JUnit XML from the database")
+    rp.add_argument("--html", type=Path, metavar="DIR")
+    rp.add_argument("--junit", type=Path, metavar="FILE")
+    rp.add_argument("--submission", help="JUnit: only this submission's runs")
+    rp.add_argument("--job", help="JUnit: only this job's runs")
+    gc = sub.add_parser("gc", help="drop old artifacts, keep signatures and counts")
+    gc.add_argument("--older-than", default="90d", metavar="AGE", help="e.g. 90d, 12w (default 90d)")
+
+
+def dispatch(args) -> int | None:
+    handler = {"ingest": _ingest, "triage": _triage, "report": _report, "gc": _gc}.get(args.command)
+    return handler(args) if handler else None
+
+
+def _store():
+    from farm.store import open_store
+    return open_store()
+
+
+def parse_age(text: str) -> timedelta:
+    m = _AGE.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise BadInput(f"--older-than: {text!r} is not an age (use e.g. 90d, 12w, 48h)")
+    return timedelta(seconds=int(m.group(1)) * _AGE_UNITS[m.group(2)])
+
+
+def _read_results(path: Path) -> list[dict]:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise BadInput(f"{path}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise BadInput(f"{path}: not JSON ({e})") from None
+    items = data if isinstance(data, list) else [data]
+    for i, r in enumerate(items):
+        if not isinstance(r, dict) or r.get("schema") != 1 or not isinstance(r.get("run_id"), str) \
+                or not isinstance(r.get("host"), dict):
+            raise BadInput(f"{path}: item {i} is not a schema-1 farm result")
+    return items
+
+
+def _ingest(args) -> int:
+    items = []
+    for path in args.files:
+        art = args.artifacts or (path.parent if (path.parent / "facts.json").exists() else None)
+        items += [(r, r.get("submission"), art) for r in _read_results(path)]
+    added = _store().add_many(items)
+    print(f"farm ingest: {added} new of {len(items)} results ({len(items) - added} already stored)")
+    return EXIT_PASS
+
+
+def _triage(args) -> int:
+    store = _store()
+    if args.signature:
+        return _signature(store, args)
+    if args.view == "regressions":
+        return _regressions(store, args)
+    if args.view == "signatures":
+        return _signatures(store, args)
+    from farm.report.matrix import matrix
+    cells = matrix(store, args.job)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in cells], indent=2))
+        return EXIT_PASS
+    if not cells:
+        print("no runs stored yet")
+        return EXIT_PASS
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title="job x hw_class x kernel")
+    for col in ("job", "hw_class", "kernel", "status", "pass", "fail", "lost", "error"):
+        t.add_column(col, justify="right" if col in ("pass", "fail", "lost", "error") else "left")
+    for c in cells:
+        style = STATUS_STYLE.get(c.status, "")
+        t.add_row(c.job, c.hw_class, c.kernel, f"[{style}]{c.status}[/]" if style else c.status,
+                  *(str(c.counts[k]) for k in ("pass", "fail", "lost", "error")))
+    Console().print(t)
+    return EXIT_PASS
+
+
+def _signature(store, args) -> int:
+    from farm.report.signatures import find_signature, where
+    w = where(store, find_signature(store, args.signature))
+    sig = w.signature
+    if args.json:
+        print(json.dumps({"id": sig.id, "signature": sig.text, "kind": sig.kind, "status": sig.status,
+                          "count": sig.count, "first_seen": sig.first_seen.isoformat(),
+                          "last_seen": sig.last_seen.isoformat(), "first_kernel": w.first_kernel,
+                          "last_kernel": w.last_kernel, "hosts": w.hosts, "split": w.split(),
+                          "classes": [c.__dict__ for c in w.classes]}, indent=2))
+        return EXIT_PASS
+    print(f"#{sig.id} {sig.text}  [{sig.status}]" + (f"  {sig.link}" if sig.link else ""))
+    print(f"  {w.split()}")
+    print(f"  {sig.count} findings on {w.hosts} hosts; first seen {sig.first_seen:%Y-%m-%d %H:%M} "
+          f"on {w.first_kernel}, last {sig.last_seen:%Y-%m-%d %H:%M} on {w.last_kernel}")
+    if sig.note:
+        print(f"  note: {sig.note}")
+    return EXIT_PASS
+
+
+def _signatures(store, args) -> int:
+    from farm.report.signatures import signatures
+    if args.known:
+        from farm.store.known import load_known
+        n = store.load_known(load_known(args.known))
+        print(f"known issues loaded from {args.known}: {n} signatures marked known")
+    if args.mark:
+        ref, _, status = args.mark.partition("=")
+        if not ref.lstrip("#").isdigit() or not status:
+            raise BadInput("--mark: use ID=STATUS, e.g. 3=fixed")
+        store.set_status(int(ref.lstrip("#")), status)
+    sigs = signatures(store)
+    if args.json:
+        print(json.dumps([{"id": s.id, "signature": s.text, "kind": s.kind, "status": s.status, "count": s.count,
+                           "first_seen": s.first_seen.isoformat(), "last_seen": s.last_seen.isoformat(),
+                           "link": s.link, "note": s.note} for s in sigs], indent=2))
+        return EXIT_PASS
+    for s in sigs:
+        print(f"#{s.id:<4} {s.status:6} {s.count:6}  {s.last_seen:%Y-%m-%d}  {s.text}")
+    return EXIT_PASS
+
+
+def _regressions(store, args) -> int:
+    from farm.report.regressions import regressions
+    found = regressions(store, args.job)
+    if args.retry:
+        from farm.report.retry import retry_awaiting
+        for line in retry_awaiting(found, args.jobs_dir):
+            print(line)
+    if args.json:
+        print(json.dumps([c.to_dict() for c in found], indent=2))
+    else:
+        if not found:
+            print("no regressions: no class fails a job that its previous kernel passed")
+        for c in found:
+            retry = f"retried on {', '.join(c.retry_hosts)}" if c.retry_hosts else "no retry yet"
+            print(f"{c.state:15} {c.job} on {c.hw_class}: {c.previous_kernel} passed, {c.kernel} failed "
+                  f"on {c.first_host}; {retry}")
+            for s in c.signatures:
+                print(f"{'':15}   {s}")
+    return EXIT_FINDINGS if any(c.state == "regression" for c in found) else EXIT_PASS
+
+
+def _report(args) -> int:
+    if not args.html and not args.junit:
+        raise BadInput("report: give --html DIR and/or --junit FILE")
+    store = _store()
+    if args.html:
+        from farm.report.html import render
+        print(f"farm report: {render(store, args.html)}")
+    if args.junit:
+        from farm.report.junit import write_junit
+        write_junit(store, args.junit, submission=args.submission, job=args.job)
+        print(f"farm report: {args.junit}")
+    return EXIT_PASS
+
+
+def _gc(args) -> int:
+    age = parse_age(args.older_than)
+    done = _store().gc(age)
+    print(f"farm gc: runs started before {done['cutoff']}: {done['artifacts_removed']} artifacts removed, "
+          f"{done['results_trimmed']} raw results trimmed; signatures and counts kept")
+    return EXIT_PASS
