@@ -56,12 +56,13 @@ def kernel_finding(fixture: str = "kernel-bug-arraymap") -> dict:
             "cpu": finding.cpu, "at": finding.at, "detail": finding.detail}
 
 
-def variant(src: dict, hostname: str, kernel: str, at: datetime, n: int, findings=None) -> dict:
+def variant(src: dict, hostname: str, kernel: str, at: datetime, n: int, findings=None,
+            facts: dict | None = None) -> dict:
     r = copy.deepcopy(src)
     r["run_id"] = f"{JOB}-{kernel}-{hostname}-{n}"
     r["job"] = JOB
     r["submission"] = f"s-{kernel}-{n}"
-    r["host"] = host_facts(hostname, kernel)
+    r["host"] = {**facts, "hostname": hostname, "kernel": kernel} if facts else host_facts(hostname, kernel)
     r["started"] = at.isoformat(timespec="milliseconds")
     if findings is not None:
         r["findings"] = findings

@@ -191,3 +191,29 @@ def test_the_collector_writes_the_database_that_triage_reads(lab, job_file):
     listing = lab.store().artifact_text(run_id, "0-direct-main/entry.S")
     assert listing and "bpf_prog_" in listing  # shipped from the worker, diffable in reports
     assert "attachments" not in stored[0]
+
+
+def test_triage_retries_a_candidate_regression_on_another_host_of_its_class(lab, job_file, tmp_path):
+    """skl-a-like host 'retry-a' failed on this kernel where the previous one
+    passed; --retry runs the job on 'retry-b' (same class, same kernel), a
+    real worker, and its pass turns the candidate into a flake."""
+    from datetime import datetime
+    from results_lab import base, variant
+    lab.collector()
+    lab.worker("retry-b", "AuthenticAMD")
+    facts = json.loads(lab.farm("hosts", "--json").stdout)["retry-b"]["facts"]
+    spec = job_file(name="retryjob", **TINY)
+    history = []
+    for n, (kernel, src) in enumerate((("0.1.0-old", "pass"), (facts["kernel"], "fail-tail-call-count"))):
+        r = variant(base(src), "retry-a", kernel, datetime(2026, 9, 1 + n), n, facts=facts)
+        r["job"] = "retryjob"
+        history.append((r, None, None))
+    lab.store().add_many(history)
+    before = json.loads(lab.farm("triage", "regressions", "--json").stdout)
+    assert [c["state"] for c in before] == ["awaiting-retry"]
+    out = lab.farm("triage", "regressions", "--retry", "--jobs-dir", str(spec.parent))
+    assert "submitted" in out.stdout and "to retry-b" in out.stdout, out.stdout + out.stderr
+    sub = out.stdout.split("submitted ", 1)[1].split()[0]
+    wait_for(lambda: lab.stored(sub), "the retry's result", 120)
+    after = json.loads(lab.farm("triage", "regressions", "--json").stdout)
+    assert [(c["state"], c["retry_hosts"]) for c in after] == [("flaky", ["retry-b"])]
