@@ -1,0 +1,320 @@
+"""The static triage report: index.html with the matrix, the regressions,
+the signatures and throughput plots, and one page per signature with where
+it occurs, a kernel-log sample and the JIT diff against a passing host.
+
+Self-contained files (inline CSS and SVG, no script, nothing fetched) so the
+report can be mailed, attached to CI or opened from an artifact store.
+Everything that came from the database goes through esc().
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from html import escape as esc
+from pathlib import Path
+
+from sqlalchemy import case, select
+
+from farm.report import jitdiff
+from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix, vendor_short
+from farm.report.regressions import regressions
+from farm.report.signatures import Where, signatures, where
+from farm.store import Store
+from farm.store.models import Artifact, Finding, Host, Run, Signature
+
+# Exact, distinctive colours: the screenshot test looks for these pixels.
+COLOURS = {"pass": (46, 204, 64), "fail": (224, 36, 43), "flaky": (255, 140, 0),
+           "lost": (158, 158, 158), "error": (142, 68, 173), "none": (255, 255, 255)}
+KMSG_LINES = 80
+CANDIDATE_RUNS = 5   # failing runs, and passing partners for each, tried for a JIT pair
+
+CSS = """
+body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}
+tr.group th{background:#eee}
+td.cell{min-width:110px;height:34px;text-align:center;vertical-align:middle;font-weight:600}
+pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;line-height:1.3}
+pre span{display:block}
+pre .add{background:#dff5e3}
+pre .del{background:#fbe4e4}
+pre .hunk{color:#0550ae}
+pre .file{font-weight:600}
+.charts{display:flex;flex-wrap:wrap;gap:1em}
+.muted{color:#666}
+""" + "".join(f".s-{k}{{background:rgb{v}}}\n" for k, v in COLOURS.items())
+
+
+def render(store: Store, out_dir: Path) -> Path:
+    """Write index.html and sig-<id>.html into out_dir; the index's path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sigs = signatures(store)
+    wheres = {s.id: where(store, s) for s in sigs}
+    sig_ids = {s.text: s.id for s in sigs}
+    body = (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
+            f"<h2>Matrix</h2>{_matrix(matrix(store))}"
+            f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
+            f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
+            f"<h2>Throughput</h2>{_throughput(store)}")
+    index = out_dir / "index.html"
+    index.write_text(_page("farm triage", body))
+    for sig in sigs:
+        (out_dir / f"sig-{sig.id}.html").write_text(_signature_page(store, sig, wheres[sig.id]))
+    return index
+
+
+def _page(title: str, body: str) -> str:
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
+            f"<style>{CSS}</style></head><body>{body}</body></html>\n")
+
+
+def _table(head: list[str], rows: list[str]) -> str:
+    return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+            + "".join(rows) + "</table>")
+
+
+# -- index ------------------------------------------------------------------------
+
+
+def cell_text(cell: Cell) -> str:
+    """'2/2 pass' when every run agreed, else the counts: '1 fail 1 pass'."""
+    parts = [(o, cell.counts[o]) for o in ("fail", "error", "lost", "pass") if cell.counts[o]]
+    if len(parts) == 1:
+        return f"{parts[0][1]}/{cell.runs} {parts[0][0]}"
+    return " ".join(f"{n} {o}" for o, n in parts)
+
+
+def _matrix(cells: list[Cell]) -> str:
+    if not cells:
+        return "<p>No runs.</p>"
+    kernels = sorted({c.kernel for c in cells}, key=kernel_key)
+    rows: dict[tuple[str, str, str], dict[str, Cell]] = {}
+    for c in cells:
+        rows.setdefault((c.job, vendor_short(c.vendor), c.hw_class), {})[c.kernel] = c
+    out, group = [], None
+    for (job, vendor, cls), by_kernel in sorted(rows.items()):
+        if (job, vendor) != group:
+            group = (job, vendor)
+            out.append(f'<tr class=group><th colspan="{len(kernels) + 1}">{esc(job)} · {esc(vendor)}</th></tr>')
+        tds = []
+        for k in kernels:
+            c = by_kernel.get(k)
+            status, text = (c.status, cell_text(c)) if c else ("none", "–")
+            title = ", ".join(f"{c.counts[o]} {o}" for o in OUTCOMES) if c else "no runs"
+            tds.append(f'<td class="cell s-{status}" data-hw-class="{esc(cls)}" data-kernel="{esc(k)}" '
+                       f'title="{esc(title)}">{esc(text)}</td>')
+        out.append(f"<tr><th>{esc(cls)}</th>{''.join(tds)}</tr>")
+    return ("<table class=matrix><tr><th>job · vendor / class</th>"
+            + "".join(f"<th>{esc(k)}</th>" for k in kernels) + "</tr>" + "".join(out) + "</table>")
+
+
+def _sig_link(text: str, sig_ids: dict[str, int]) -> str:
+    sid = sig_ids.get(text)
+    return f'<a href="sig-{sid}.html">{esc(text)}</a>' if sid else esc(text)
+
+
+def _regressions(store: Store, sig_ids: dict[str, int]) -> str:
+    cands = regressions(store)
+    if not cands:
+        return "<p>None.</p>"
+    rows = [f"<tr><td>{esc(c.job)}</td><td>{esc(c.hw_class)}</td>"
+            f"<td>{esc(c.previous_kernel)} → {esc(c.kernel)}</td><td>{esc(c.state)}</td>"
+            f"<td>{esc(c.first_host)}</td><td>{esc(', '.join(c.retry_hosts)) or '–'}</td>"
+            f"<td>{'<br>'.join(_sig_link(t, sig_ids) for t in c.signatures)}</td></tr>" for c in cands]
+    return _table(["job", "class", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
+
+
+def _signatures(sigs: list[Signature], wheres: dict[int, Where]) -> str:
+    if not sigs:
+        return "<p>None.</p>"
+    rows = [f'<tr><td>#{s.id}</td><td>{esc(s.status)}</td><td>{esc(s.kind)}</td>'
+            f'<td><a href="sig-{s.id}.html">{esc(s.text)}</a></td><td>{s.count}</td>'
+            f"<td>{_when(s.first_seen)}</td><td>{_when(s.last_seen)}</td>"
+            f"<td>{esc(wheres[s.id].split())}</td></tr>" for s in sigs]
+    return _table(["id", "status", "kind", "signature", "count", "first seen", "last seen", "where"], rows)
+
+
+def _when(t: datetime | None) -> str:
+    return f"{t:%Y-%m-%d %H:%M}" if t else "–"
+
+
+# -- throughput plots -------------------------------------------------------------
+
+
+def _throughput(store: Store) -> str:
+    series: dict[str, list[tuple[datetime, float]]] = {}
+    with store.session() as s:
+        for cls, started, rate in s.execute(select(Run.hw_class, Run.started, Run.tail_calls_per_s)
+                                            .where(Run.tail_calls_per_s > 0)
+                                            .order_by(Run.hw_class, Run.started)):
+            series.setdefault(cls, []).append((started, rate))
+    if not series:
+        return "<p>No measured runs.</p>"
+    return "<div class=charts>" + "".join(line_chart(pts, f"{cls}: tail calls/s")
+                                         for cls, pts in series.items()) + "</div>"
+
+
+def line_chart(points: list[tuple[datetime, float]], title: str, w: int = 420, h: int = 180) -> str:
+    """An SVG line chart of values over time, y from zero, one dot per run."""
+    left, right, top, bottom = 56, 10, 24, 28
+    t0, t1 = points[0][0], points[-1][0]
+    span = (t1 - t0).total_seconds() or 1.0
+    ymax = max(v for _, v in points) * 1.1 or 1.0
+
+    def xy(t: datetime, v: float) -> tuple[float, float]:
+        x = left + (w - left - right) * ((t - t0).total_seconds() / span if t1 > t0 else 0.5)
+        return round(x, 1), round(h - bottom - (h - top - bottom) * v / ymax, 1)
+
+    coords = [xy(t, v) for t, v in points]
+    line = " ".join(f"{x},{y}" for x, y in coords)
+    dots = "".join(f'<circle cx="{x}" cy="{y}" r="2.5" fill="#1f5fbf"/>' for x, y in coords)
+    base = h - bottom
+    return (f'<svg width="{w}" height="{h}" role="img">'
+            f'<title>{esc(title)}</title><rect width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>'
+            f'<text x="{left}" y="16" font-size="12">{esc(title)}</text>'
+            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#888"/>'
+            f'<line x1="{left}" y1="{base}" x2="{w - right}" y2="{base}" stroke="#888"/>'
+            f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end">{_si(ymax)}</text>'
+            f'<text x="{left - 4}" y="{base}" font-size="10" text-anchor="end">0</text>'
+            f'<text x="{left}" y="{h - 8}" font-size="10">{_when(t0)}</text>'
+            f'<text x="{w - right}" y="{h - 8}" font-size="10" text-anchor="end">{_when(t1)}</text>'
+            f'<polyline points="{line}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>{dots}</svg>')
+
+
+def _si(v: float) -> str:
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= div:
+            return f"{v / div:.1f}{unit}"
+    return f"{v:.0f}"
+
+
+# -- signature pages --------------------------------------------------------------
+
+
+@dataclass
+class RunRef:
+    run_id: str
+    hostname: str
+    hw_class: str
+    kernel: str
+
+    def label(self) -> str:
+        return f"{self.hostname} ({self.hw_class}, {self.kernel}) {self.run_id}"
+
+
+@dataclass
+class JitPair:
+    program: str
+    passing: RunRef
+    failing: RunRef
+    lines: list[str]      # the unified diff; [] when the code agrees
+    same_sha: bool
+
+
+def _signature_page(store: Store, sig: Signature, w: Where) -> str:
+    link = esc(sig.link or "–")
+    if sig.link and sig.link.startswith(("https://", "http://")):
+        link = f'<a href="{esc(sig.link)}">{link}</a>'  # never a javascript: URL
+    facts = [("status", esc(sig.status)), ("link", link), ("note", esc(sig.note or "–")),
+             ("kind", esc(sig.kind)), ("first seen", _when(sig.first_seen)),
+             ("last seen", _when(sig.last_seen)), ("count", str(sig.count)),
+             ("first kernel", esc(w.first_kernel or "–")), ("last kernel", esc(w.last_kernel or "–")),
+             ("hosts", str(w.hosts)), ("where", f"<span class=split>{esc(w.split())}</span>")]
+    body = (f'<p><a href="index.html">← triage</a></p><h1>#{sig.id} {esc(sig.text)}</h1>'
+            + "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
+            + "<h2>Kernel log</h2>" + _kmsg_section(store, sig)
+            + "<h2>JIT disassembly</h2>" + _jit_section(jit_pair(store, sig)))
+    return _page(f"#{sig.id} {sig.text}", body)
+
+
+def kmsg_sample(store: Store, sig: Signature) -> tuple[str, str] | None:
+    """(run_id, text): a finding's own kernel-log report, else the kernel
+    log its run kept."""
+    with store.session() as s:
+        rows = s.execute(select(Finding.run_id, Finding.detail).where(Finding.signature_id == sig.id)
+                         .order_by(Finding.id.desc()).limit(50)).all()
+    for run_id, detail in rows:
+        d = json.loads(detail or "{}")
+        if isinstance(d, dict) and d.get("report"):
+            return run_id, str(d["report"])
+    for run_id, _ in rows:
+        text = store.artifact_text(run_id, "kmsg")
+        if text:
+            return run_id, text
+    return None
+
+
+def _kmsg_section(store: Store, sig: Signature) -> str:
+    sample = kmsg_sample(store, sig)
+    if sample is None:
+        return "<p>No kernel log kept for this signature's runs.</p>"
+    run_id, text = sample
+    lines = text.splitlines()
+    more = f"\n… {len(lines) - KMSG_LINES} more lines" if len(lines) > KMSG_LINES else ""
+    return (f"<p class=muted>from run {esc(run_id)}</p>"
+            f"<pre class=kmsg>{esc(chr(10).join(lines[:KMSG_LINES]) + more)}</pre>")
+
+
+def _jit_section(pair: JitPair | None) -> str:
+    if pair is None:
+        return ("<p class=nojit>No pair available: no passing run on another host kept a JIT "
+                "listing of a program this signature's runs also kept.</p>")
+    head = (f"<p>Program <b>{esc(pair.program)}</b>: passing {esc(pair.passing.label())} "
+            f"against failing {esc(pair.failing.label())}.</p>")
+    if not pair.lines:
+        why = "the same jited_sha256" if pair.same_sha else "code that differs only in addresses"
+        return head + f"<p class=nojit>Both hosts' JIT emitted {why}: no difference to show.</p>"
+    kinds = {"+": "add", "-": "del", "@": "hunk"}
+    spans = "".join(f'<span class="{"file" if i < 2 else kinds.get(x[:1], "ctx")}">{esc(x)}\n</span>'
+                    for i, x in enumerate(pair.lines))  # the first two: the --- / +++ header
+    return head + f"<pre class=jitdiff>{spans}</pre>"
+
+
+def jit_pair(store: Store, sig: Signature) -> JitPair | None:
+    """A failing run with this signature and a passing run of its job on
+    another host (same class and kernel first), and a program both kept a
+    listing of, differing jited_sha256 and a non-empty diff first."""
+    runs = select(Run.run_id, Host.hostname, Run.hw_class, Run.kernel, Run.job, Run.host_id) \
+        .join(Host, Host.id == Run.host_id)
+    with store.session() as s:
+        failing = s.execute(runs.where(Run.run_id.in_(select(Finding.run_id)
+                                                      .where(Finding.signature_id == sig.id)),
+                                       Run.outcome != "pass")
+                            .order_by(Run.started.desc()).limit(CANDIDATE_RUNS)).all()
+        partners = {f.run_id: s.execute(
+            runs.where(Run.job == f.job, Run.outcome == "pass", Run.host_id != f.host_id)
+            .order_by(case((Run.hw_class == f.hw_class, 0), else_=1),
+                      case((Run.kernel == f.kernel, 0), else_=1), Run.started.desc())
+            .limit(CANDIDATE_RUNS)).all() for f in failing}
+    listings: dict[str, dict[str, str | None]] = {}
+    fallback = None
+    for f in failing:
+        for p in partners[f.run_id]:
+            a, b = _listed(store, p.run_id, listings), _listed(store, f.run_id, listings)
+            for name in sorted(set(a) & set(b), key=lambda n: (a[n] == b[n], n)):
+                same = a[name] is not None and a[name] == b[name]  # same bytes: nothing to diff
+                lines = [] if same else jitdiff.diff(store.artifact_text(p.run_id, f"{name}.S") or "",
+                                                     store.artifact_text(f.run_id, f"{name}.S") or "",
+                                                     f"{p.hostname} {name}", f"{f.hostname} {name}")
+                pair = JitPair(name, _ref(p), _ref(f), lines, same)
+                if lines:
+                    return pair
+                fallback = fallback or pair
+    return fallback
+
+
+def _ref(row) -> RunRef:
+    return RunRef(row.run_id, row.hostname, row.hw_class, row.kernel)
+
+
+def _listed(store: Store, run_id: str, cache: dict) -> dict[str, str | None]:
+    """Program name -> jited_sha256 for the programs whose listing the run kept."""
+    if run_id not in cache:
+        with store.session() as s:
+            kept = set(s.scalars(select(Artifact.name).where(Artifact.run_id == run_id,
+                                                              Artifact.content.is_not(None))))
+        progs = (store.result(run_id) or {}).get("programs") or []
+        cache[run_id] = {p["name"]: p.get("jited_sha256") for p in progs
+                         if isinstance(p, dict) and f"{p.get('name')}.S" in kept}
+    return cache[run_id]

@@ -1,0 +1,390 @@
+"""The triage report over the lab history (tests/results_lab.py): the JIT
+listing normaliser and diff, the static HTML report (parsed, and rendered
+by a real browser and its pixels counted) and the JUnit XML."""
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import subprocess
+import xml.etree.ElementTree as ET
+import zlib
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from farm.report import html, jitdiff
+from farm.report.junit import write_junit
+from farm.report.signatures import find_signature, where
+from farm.store import open_store
+from farm.store.ingest import signature_key
+from results_lab import FIXTURES, JOB, NEW, OLD, history
+
+CHROMIUM = Path("/usr/bin/chromium")
+NASTY = '<script>alert("x")</script> & <b>bold</b>'
+
+
+def listing(result: str, name: str) -> str:
+    r = json.loads((FIXTURES / "results" / f"{result}.json").read_text())
+    return zlib.decompress(base64.b64decode(r["attachments"][name])).decode()
+
+
+def outcome(r: dict) -> str:
+    return "lost" if any(f["kind"] == "host-lost" for f in r["findings"]) else r["verdict"]
+
+
+# -- jitdiff ----------------------------------------------------------------------
+
+TINY_A = """<bpf_prog_0123456789abcdef_t0_0> at 0xffffffffc0000100, 20 bytes:
+ffffffffc0000100:\t0f 1f 44 00 00       \tnopl   0x0(%rax,%rax,1)
+ffffffffc0000105:\t48 bf 00 5a 77 0f 81 \tmovabs $0xffff88810f775a00,%rdi
+ffffffffc000010c:\t88 ff ff 
+ffffffffc000010f:\t77 01                \tja     0xffffffffc0000111\t<bpf_prog_0123456789abcdef_t0_0+0x11>
+"""
+TINY_B = """<bpf_prog_fedcba9876543210_t0_0> at 0xffffffffc0000200, 22 bytes:
+ffffffffc0000200:\t0f 1f 44 00 00       \tnopl   0x0(%rax,%rax,1)
+ffffffffc0000205:\t48 bf 00 40 3e 1f 81 \tmovabs $0xffff88811f3e4000,%rdi
+ffffffffc000020c:\t88 ff ff 
+ffffffffc000020f:\t31 c0                \txor    %eax,%eax
+ffffffffc0000211:\t77 01                \tja     0xffffffffc0000213\t<bpf_prog_fedcba9876543210_t0_0+0x13>
+"""
+
+
+def test_normalise_makes_offsets_and_hides_addresses():
+    assert jitdiff.normalise(TINY_A) == [
+        "<bpf_prog_*_t0_0> 20 bytes",
+        "+0x0:\tnopl 0x0(%rax,%rax,1)",
+        "+0x5:\tmovabs $ADDR,%rdi",
+        "+0xf:\tja +0x11",
+    ]
+
+
+def test_normalise_real_listing():
+    lines = jitdiff.normalise(listing("pass", "0-chain-limit-direct/t0_0.S"))
+    text = "\n".join(lines)
+    assert lines[0] == "<bpf_prog_*_t0_0> 450 bytes"
+    assert "ffffffffc0" not in text and "9984b8ce313a37d8" not in text
+    assert "+0x17:\tja +0x1f" in lines
+    assert "+0x37:\tmovabs $ADDR,%rdi" in lines
+    # a small negative immediate is code, not an address
+    assert "+0x33:\tadd $0xfffffffffffffff4,%rsi" in lines
+    assert lines[-1] == "+0x1bd:\tjmp ADDR <retbleed_return_thunk>"
+
+
+def test_diff_tiny_exact():
+    assert jitdiff.diff(TINY_A, TINY_B, "a", "b") == [
+        "--- a", "+++ b", "@@ -1,4 +1,5 @@",
+        "-<bpf_prog_*_t0_0> 20 bytes", "+<bpf_prog_*_t0_0> 22 bytes",
+        " +0x0:\tnopl 0x0(%rax,%rax,1)",
+        " +0x5:\tmovabs $ADDR,%rdi",
+        "-+0xf:\tja +0x11",
+        "++0xf:\txor %eax,%eax", "++0x11:\tja +0x13",
+    ]
+
+
+def test_same_code_on_two_hosts_diffs_empty():
+    """entry.S of the passing and the failing run: the same code loaded at
+    other addresses, with other map pointers and another tag."""
+    a, b = (listing(r, "0-chain-limit-direct/entry.S") for r in ("pass", "fail-tail-call-count"))
+    assert a != b
+    assert jitdiff.diff(a, b) == []
+
+
+def test_diff_shows_the_changed_code():
+    a, b = (listing(r, "0-chain-limit-direct/t0_0.S") for r in ("pass", "fail-tail-call-count"))
+    d = jitdiff.diff(a, b)
+    assert d[:2] == ["--- passing", "+++ failing"]
+    assert "-+0x6c:\tje +0x10c" in d and "++0x6c:\tje +0x106" in d
+    assert "-+0x106:\tcmp $0x3e,%rdi" in d and "++0x100:\tcmp $0x13,%rdi" in d
+    # matched on instructions: the shifted tail of the program is context
+    assert " +0x1bd:\tjmp ADDR <retbleed_return_thunk>" not in d
+    assert sum(x.startswith("@@") for x in d) >= 3
+
+
+# -- the HTML report --------------------------------------------------------------
+
+
+class Page(HTMLParser):
+    """Matrix cells, links and the text of <pre> blocks of one page."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.cells: dict[tuple[str, str], tuple[str, str]] = {}
+        self.links: list[str] = []
+        self.pre: dict[str, str] = {}
+        self.svgs: list[int] = []
+        self._cell = self._pre = None
+        self._text: list[str] = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "td" and "data-kernel" in a:
+            self._cell, self._text = ((a["data-hw-class"], a["data-kernel"]), a["class"]), []
+        elif tag == "pre":
+            self._pre, self._text = a.get("class", ""), []
+        elif tag == "a":
+            self.links.append(a["href"])
+        elif tag == "svg":
+            self.svgs.append(0)
+        elif tag == "circle":
+            self.svgs[-1] += 1
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell:
+            (key, cls), self._cell = self._cell, None
+            self.cells[key] = (cls, "".join(self._text))
+        elif tag == "pre":
+            self.pre[self._pre], self._pre = "".join(self._text), None
+
+    def handle_data(self, data):
+        self._text.append(data)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """The lab history in a store, and its report."""
+    tmp = tmp_path_factory.mktemp("report")
+    store = open_store(f"sqlite:///{tmp}/farm.db")
+    runs = history()
+    store.add_many([(r, None, None) for r in runs])
+    return store, runs, html.render(store, tmp / "out")
+
+
+def test_index_matrix(lab):
+    _, runs, index = lab
+    page = Page(index.read_text())
+    assert set(page.cells) == {(r["host"]["hw_class"], r["host"]["kernel"]) for r in runs}
+    status = {k: cls.split()[-1] for k, (cls, _) in page.cells.items()}
+    old = {k: s for k, s in status.items() if k[1] == OLD}
+    assert set(old.values()) == {"s-pass"}, old
+    assert status[("amd-zen4", NEW)] == "s-fail"          # the regression
+    assert status[("amd-zen2", NEW)] == "s-flaky"         # failed once, passed on retry
+    assert status[("intel-icelake", NEW)] == "s-lost"
+    assert status[("intel-skylake-sp", NEW)] == "s-fail"  # awaiting retry
+    assert page.cells[("amd-zen2", NEW)][1] == "1 fail 1 pass"
+    assert page.cells[("amd-zen4", NEW)][1] == "2/2 fail"
+    assert page.cells[("amd-zen2", OLD)][1] == "2/2 pass"
+    text = index.read_text()
+    kernels = [text.index(f"<th>{k}</th>") for k in (OLD, NEW)]
+    assert kernels == sorted(kernels)  # kernel_key order, 6.1 before 6.6
+    assert "regression" in text and "awaiting-retry" in text
+    assert "http" not in text and "<script" not in text  # self-contained, no script
+
+
+def test_throughput_plots(lab):
+    _, runs, index = lab
+    page = Page(index.read_text())
+    measured = Counter(r["host"]["hw_class"] for r in runs if r["stats"]["tail_calls_per_s"] > 0)
+    assert sorted(page.svgs) == sorted(measured.values())  # a chart per class, a dot per run
+    assert index.read_text().count("<polyline") == len(measured)
+
+
+def test_signature_pages(lab):
+    store, runs, index = lab
+    out = index.parent
+    page = Page(index.read_text())
+    sig_pages = {h for h in page.links if h.startswith("sig-")}
+    assert len(sig_pages) == len({f["signature"] for r in runs for f in r["findings"]}) == 4
+    for href in sig_pages:
+        assert (out / href).is_file(), href
+
+    sig = find_signature(store, "tail-call-count")
+    assert f"sig-{sig.id}.html" in sig_pages
+    text = (out / f"sig-{sig.id}.html").read_text()
+    split = where(store, sig).split()
+    assert split.startswith("AMD only: 1/4 runs on amd-zen2")
+    assert split in text
+    sp = Page(text)
+    assert "farm: run tailcall-subprog-stress-20261125T125015-69d2a6 start" in sp.pre["kmsg"]
+    diff = sp.pre["jitdiff"].splitlines()
+    assert "0-chain-limit-direct/t0_0" in text
+    assert "++0x6c:\tje +0x106" in diff  # the failing host's code
+    assert any(x.startswith("-") for x in diff[2:]) and any(x.startswith("+") for x in diff[2:])
+
+    bug = Page((out / f"sig-{find_signature(store, 'prog_array_map_poke_run').id}.html").read_text())
+    assert bug.pre["kmsg"].startswith("kernel BUG at kernel/bpf/arraymap.c:1106!")
+    assert "jitdiff" not in bug.pre  # the same program image on both hosts
+
+    lost = (out / f"sig-{find_signature(store, 'host-lost').id}.html").read_text()
+    assert "No pair available" in lost
+
+
+def test_signature_page_states_identical_code(lab):
+    store, _, index = lab
+    sig = find_signature(store, "prog_array_map_poke_run")
+    text = (index.parent / f"sig-{sig.id}.html").read_text()
+    assert "AMD only: 2/4 runs on amd-zen4" in text
+    assert "emitted the same jited_sha256" in text
+
+
+def test_database_text_is_escaped(tmp_path):
+    """A signature, report and known-issue entry that are markup."""
+    store = open_store(f"sqlite:///{tmp_path}/farm.db")
+    odd = history()[7]
+    odd["findings"] = [{"kind": "kernel-warning", "signature": NASTY, "summary": NASTY,
+                        "detail": {"report": NASTY}}]
+    store.add(odd)
+    store.load_known([("<script>*", "javascript:alert(1)", "<i>note</i>")])
+    index = html.render(store, tmp_path / "out")
+    sig = find_signature(store, "alert")
+    assert sig.status == "known"
+    for path in (index, index.parent / f"sig-{sig.id}.html"):
+        text = path.read_text()
+        assert "<script" not in text and "<b>bold" not in text and "<i>note" not in text
+        assert "&lt;script&gt;" in text
+    assert 'href="javascript:' not in (index.parent / f"sig-{sig.id}.html").read_text()
+
+
+# -- the report in a browser ------------------------------------------------------
+
+
+def paeth(a: int, b: int, c: int) -> int:
+    p = a + b - c
+    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+    return a if pa <= pb and pa <= pc else b if pb <= pc else c
+
+
+def png_pixels(data: bytes) -> tuple[int, int, list[bytes]]:
+    """(width, height, rows of RGB bytes) of an 8-bit, non-interlaced
+    truecolour PNG (with or without alpha), which is what Chromium writes."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, head = 8, [], None
+    while pos < len(data):
+        n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IHDR":
+            head = struct.unpack(">IIBBBBB", data[pos + 8:pos + 8 + n])
+        elif kind == b"IDAT":
+            idat.append(data[pos + 8:pos + 8 + n])
+        pos += 12 + n
+    w, h, depth, colour, _, _, interlace = head
+    assert depth == 8 and colour in (2, 6) and interlace == 0, head
+    bpp = 3 if colour == 2 else 4
+    raw, stride = zlib.decompress(b"".join(idat)), w * bpp
+    rows, prev = [], bytearray(stride)
+    for y in range(h):
+        at = y * (stride + 1)
+        kind, line = raw[at], bytearray(raw[at + 1:at + 1 + stride])
+        if kind == 2:  # up: the common one, whole-row
+            line = bytearray((x + b) & 0xFF for x, b in zip(line, prev))
+        elif kind in (1, 3, 4):
+            for i in range(stride):
+                a = line[i - bpp] if i >= bpp else 0
+                c = prev[i - bpp] if i >= bpp else 0
+                guess = a if kind == 1 else (a + prev[i]) // 2 if kind == 3 else paeth(a, prev[i], c)
+                line[i] = (line[i] + guess) & 0xFF
+        else:
+            assert kind == 0, kind
+        rows.append(line)
+        prev = line
+    if bpp == 4:  # drop alpha: a screenshot is opaque
+        rgb_rows = []
+        for line in rows:
+            rgb = bytearray(w * 3)
+            for k in range(3):
+                rgb[k::3] = line[k::4]
+            rgb_rows.append(bytes(rgb))
+        return w, h, rgb_rows
+    return w, h, [bytes(line) for line in rows]
+
+
+def count_colours(rows: list[bytes], colours: dict[str, tuple[int, int, int]], tol: int = 6) -> Counter:
+    """Pixels within tol per channel of each named colour."""
+    seen: Counter = Counter()
+    for row in rows:
+        seen.update(row[i:i + 3] for i in range(0, len(row), 3))
+    counts: Counter = Counter()
+    for (r, g, b), n in seen.items():
+        for name, (cr, cg, cb) in colours.items():
+            if abs(r - cr) <= tol and abs(g - cg) <= tol and abs(b - cb) <= tol:
+                counts[name] += n
+    return counts
+
+
+def test_png_decoder_roundtrip():
+    """The decoder against a PNG encoded here, row y with filter y % 5."""
+    w, h, bpp = 7, 10, 3
+    rows = [bytes((x * 37 + y * 11) % 256 for x in range(w * bpp)) for y in range(h)]
+    raw, prev = b"", bytes(w * bpp)
+    for y, line in enumerate(rows):
+        kind, out = y % 5, bytearray()
+        for i, x in enumerate(line):
+            a, b, c = (line[i - bpp] if i >= bpp else 0), prev[i], (prev[i - bpp] if i >= bpp else 0)
+            out.append((x - [0, a, b, (a + b) // 2, paeth(a, b, c)][kind]) & 0xFF)
+        raw += bytes([kind]) + out
+        prev = line
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+           + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    assert png_pixels(png) == (w, h, rows)
+    assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0)["first"] >= 1
+
+
+def test_screenshot_shows_the_colours(lab, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("/usr/bin/chromium is not installed (Debian package chromium)")
+    _, _, index = lab
+    shot = tmp_path / "index.png"
+    cmd = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+           f"--screenshot={shot}", index.as_uri()]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "HOME": str(tmp_path)})
+    assert shot.is_file(), done.stderr[-2000:]
+    w, h, rows = png_pixels(shot.read_bytes())
+    assert (w, h) == (1400, 1000)
+    counts = count_colours(rows, {k: html.COLOURS[k] for k in ("pass", "fail", "flaky", "error")})
+    # cells are ~130x40 px: 4 green, 2 red, 1 orange
+    assert counts["pass"] > 4 * 2500, counts
+    assert counts["fail"] > 2 * 2500, counts
+    assert counts["flaky"] > 2500, counts
+    assert counts["error"] == 0, counts  # no errored runs, so no purple
+
+
+# -- JUnit ------------------------------------------------------------------------
+
+
+def test_junit_counts(lab, tmp_path):
+    store, runs, _ = lab
+    path = write_junit(store, tmp_path / "junit.xml")
+    root = ET.parse(path).getroot()
+    outcomes = Counter(outcome(r) for r in runs)
+    assert outcomes["pass"] >= 10 and outcomes["fail"] >= 4 and outcomes["lost"] == 1
+    assert root.tag == "testsuites"
+    for el in (root, root.find("testsuite")):
+        assert int(el.get("tests")) == len(runs)
+        assert int(el.get("failures")) == outcomes["fail"]
+        assert int(el.get("errors")) == outcomes["lost"] + outcomes["error"]
+    assert [s.get("name") for s in root.iter("testsuite")] == [JOB]
+    cases = {c.get("name").split()[-1]: c for c in root.iter("testcase")}
+    assert len(cases) == len(runs)
+    for r in runs:
+        case = cases[r["run_id"]]
+        assert case.get("classname") == f"{JOB}.{r['host']['hw_class']}"
+        assert case.get("name") == f"{r['host']['hostname']} {r['host']['kernel']} {r['run_id']}"
+        assert float(case.get("time")) == pytest.approx(r["duration_s"], abs=1e-3)
+        failure, error = case.find("failure"), case.find("error")
+        sigs = "; ".join(signature_key(f["signature"]) for f in r["findings"])
+        assert (failure is not None) == (outcome(r) == "fail")
+        assert (error is not None) == (outcome(r) in ("lost", "error"))
+        if failure is not None:
+            assert failure.get("message") == sigs
+        if error is not None:
+            assert error.get("message") == sigs == "host-lost"
+    assert float(root.get("time")) == pytest.approx(sum(r["duration_s"] for r in runs), abs=0.01)
+
+
+def test_junit_filters(lab, tmp_path):
+    store, runs, _ = lab
+    one = runs[7]  # zen4-a on the new kernel
+    root = ET.parse(write_junit(store, tmp_path / "a.xml", submission=one["submission"])).getroot()
+    assert [c.get("name").split()[-1] for c in root.iter("testcase")] == [one["run_id"]]
+    assert root.get("failures") == "1"
+    root = ET.parse(write_junit(store, tmp_path / "b.xml", job="no-such-job")).getroot()
+    assert root.get("tests") == "0" and root.find("testsuite") is None
