@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     beat.add_argument("schedules", nargs="?", default="jobs/schedules.yaml")
     up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector and beat")
     up.add_argument("--schedules", default="jobs/schedules.yaml")
+    up.add_argument("--bind", metavar="ADDR", help="start redis-server on ADDR (default loopback; "
+                    "beyond loopback it requires a generated password)")
+    up.add_argument("--port", type=int, help="start redis-server on this port (default 6379)")
 
     sm = sub.add_parser("submit", help="queue a job on the lab's matching hosts")
     sm.add_argument("job")

@@ -31,7 +31,7 @@ def dispatch(args) -> int:
         return run_beat(args.schedules, state_dir())
     if cmd == "up":
         from farm.queue.up import run_up
-        return run_up(args.schedules)
+        return run_up(args.schedules, args.bind, args.port)
     if cmd == "submit":
         return _submit(args)
     if cmd == "status":

@@ -157,6 +157,7 @@ def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
             return False
     wait_for(lambda: worker_up() or up.poll() is not None, "farm up's worker", 120)
     assert up.poll() is None, up.communicate()[0]
+    assert client.config_get("bind")["bind"] == "127.0.0.1"  # loopback only, unless --bind says else
     kids = children_of(up.pid)
     assert len(kids) == 4  # redis-server, worker, collector, beat
     up.send_signal(signal.SIGINT)
