@@ -56,6 +56,38 @@ def wait_for(predicate, what: str, deadline_s: float = 60, step: float = 0.05):
     raise AssertionError(f"gave up waiting for {what}")
 
 
+# -- the whole suite leaves nothing behind (tests/leaks.py) --------------------------------
+
+_SUITE_START = None
+
+
+def pytest_sessionstart(session):
+    global _SUITE_START
+    from leaks import snapshot
+    _SUITE_START = snapshot()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fail the run if anything a test made is still there at the end:
+    programs are freed by RCU, daemons take a moment to exit: wait first."""
+    from leaks import leaks
+    if _SUITE_START is None or getattr(session.config, "workerinput", None) is not None:
+        return
+    left: list[str] = []
+    end = time.monotonic() + float(os.environ.get("FARM_LEAK_GRACE_S", "30"))
+    while time.monotonic() < end:
+        left = leaks(_SUITE_START)
+        if not left:
+            return
+        time.sleep(0.5)
+    tr = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = tr.write_line if tr else print
+    write(f"LEAK CHECK FAILED: the suite left {len(left)} things behind:")
+    for line in left:
+        write(f"  {line}")
+    session.exitstatus = 1
+
+
 def run_dirs() -> list[Path]:
     return sorted(PIN_ROOT.iterdir()) if PIN_ROOT.is_dir() else []
 
