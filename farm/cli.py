@@ -149,8 +149,12 @@ def _cmd_run(args) -> int:
         artifacts=art, run_id=run_id, on_progress=console.progress, on_stage=console.stage))
     console.finish(result, art)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        result.write(args.json)
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            result.write(args.json)
+        except OSError as e:  # the run is over; say where its result still is
+            raise FarmError(f"--json: cannot write {args.json}: {e.strerror}; "
+                            f"the result is in {art / 'result.json'} if that was writable") from None
     return VERDICT_EXIT[result.verdict]
 
 

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import errno
 import json
 import secrets
 import time
@@ -48,25 +49,25 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     run_id = opts.run_id or new_run_id(spec.name)
     host = facts_mod.probe()
     result = Result(run_id=run_id, job=spec.name, host=host.host_json(), started=now_iso())
-    art = opts.artifacts
-    if art:
-        art.mkdir(parents=True, exist_ok=True)
-        _write_json(art / "facts.json", host.to_dict(), result, "facts")
+    arts = Artifacts(opts.artifacts, result)
+    arts.write("facts", "facts.json", json.dumps(host.to_dict(), indent=2) + "\n")
     duration = spec.duration
     t_start = time.monotonic()
     follower = None
+    end_marker = f"farm: run {run_id} end"
     try:
         require_tool("clang")
         require_tool("bpftool")
         ensure_bpffs()
         sweep_stale()
         if "kmsg" in spec.checks:
-            follower = KmsgFollower()
-            follower.start()
+            # Only a started follower is stopped (and marked) below: one that
+            # could not open /dev/kmsg has nothing to stop.
+            follower = KmsgFollower().start()
             write_marker(f"farm: run {run_id} start")
         taint_before = read_taint()
         stage("loading the corpus through bpftool")
-        outcome = _load_and_stress(spec, run_id, duration, result, opts, stage)
+        outcome = _load_and_stress(spec, run_id, duration, result, opts, stage, arts)
         if outcome:
             _add_outcome(result, spec, outcome)
         if "taint" in spec.checks and (f := taint_finding(taint_before, read_taint())):
@@ -75,30 +76,95 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
         result.error = str(e)
     except Exception as e:  # our bug: still a result, with the traceback kept
         result.error = f"farm bug: {type(e).__name__}: {e}"
-        if art:
-            (art / "error.txt").write_text(traceback.format_exc())
-            result.artifacts["error"] = "error.txt"
+        arts.write("error", "error.txt", traceback.format_exc())
     finally:
         if follower:
-            write_marker(f"farm: run {run_id} end")
+            kmsg_error = None
+            try:
+                write_marker(end_marker)
+            except FarmError as e:  # must not escape: the result would be lost with it
+                kmsg_error = str(e)
             follower.stop()  # reads what is left first, our end marker included
             records = follower.records
             result.stats.kmsg_records_lost = follower.lost
-            if follower.error and not result.error:
-                result.error = f"kernel log: {follower.error}"
+            kmsg_error = follower.error or kmsg_error
+            if not kmsg_error and not any(r.text == end_marker for r in records):
+                # The round trip proves the log was really followed: a /dev/kmsg
+                # that reads nothing (e.g. /dev/null in its place) is no kmsg check.
+                kmsg_error = (f"our end marker never came back through {follower.path}: "
+                              "the kernel log was not followed, the kmsg check did not run")
+            if kmsg_error:
+                _add_error(result, f"kernel log: {kmsg_error}")
             result.findings.extend(classify(records))
-            if art:
-                (art / "kmsg.txt").write_text("".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))
-                result.artifacts["kmsg"] = "kmsg.txt"
+            arts.write("kmsg", "kmsg.txt", "".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))
     result.duration_s = round(time.monotonic() - t_start, 3)
-    result.settle_verdict()
-    if art:
-        result.artifacts["result"] = "result.json"
-        result.write(art / "result.json")
+    arts.finish()
     return result
 
 
-def _load_and_stress(spec, run_id, duration, result, opts, stage) -> StressOutcome | None:
+def _add_error(result: Result, text: str) -> None:
+    result.error = f"{result.error}; {text}" if result.error else text
+
+
+class Artifacts:
+    """The run's artifacts directory (None: no artifacts). A write that fails
+    (disk full, read-only, gone) neither ends the run nor loses its result:
+    the partial file is removed, the other writes still try, and finish()
+    makes the failure the result's error (verdict error, exit 3)."""
+
+    def __init__(self, root: Path | None, result: Result):
+        self.root, self.result = root, result
+        self.failed: list[tuple[str, OSError]] = []
+        if root:
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                self.failed.append((".", e))
+
+    def write(self, key: str, rel: str, data: str | bytes) -> bool:
+        if not self.root:
+            return False
+        path = self.root / rel
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(data, bytes):
+                path.write_bytes(data)
+            else:
+                path.write_text(data)
+        except OSError as e:
+            self.failed.append((rel, e))
+            try:
+                path.unlink(missing_ok=True)  # a truncated artifact is worse than none
+            except OSError:
+                pass
+            return False
+        self.result.artifacts[key] = rel
+        return True
+
+    def error(self) -> str | None:
+        if not self.failed:
+            return None
+        rel, e = self.failed[0]
+        name = errno.errorcode.get(e.errno, f"errno {e.errno}")
+        more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
+        return f"artifacts: cannot write {rel}{more} in {self.root}: {e.strerror} ({name})"
+
+    def finish(self) -> None:
+        """Settle the verdict and write result.json, which lists itself."""
+        if (err := self.error()):
+            _add_error(self.result, err)
+        self.result.settle_verdict()
+        if not self.root:
+            return
+        self.result.artifacts["result"] = "result.json"
+        if not self.write("result", "result.json", json.dumps(self.result.to_dict(), indent=2) + "\n"):
+            del self.result.artifacts["result"]
+            if len(self.failed) == 1:  # the first failure: not in the error yet
+                _add_error(self.result, self.error())
+                self.result.settle_verdict()
+
+
+def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> StressOutcome | None:
     pin_root = run_pin_dir(run_id)
     guard = PinGuard(pin_root)  # before any BPF fd exists: it must hold none
     loaded: list[LoadedTopology] = []
@@ -120,7 +186,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage) -> StressOutco
         stage(f"stressing {len(loaded)} topologies for {duration:g}s")
         outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
         stage("collecting JIT images")
-        _describe_programs(loaded, result, opts.artifacts)
+        _describe_programs(loaded, result, arts)
         return outcome
     finally:
         for lt in loaded:
@@ -169,30 +235,19 @@ def _merge_problems(records: list[ProblemRecord], spec: JobSpec) -> list[Finding
     return findings
 
 
-def _describe_programs(loaded: list[LoadedTopology], result: Result, art: Path | None) -> None:
+def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts) -> None:
     """ProgramInfo of every program, and its JIT image, disassembly and
     xlated dump as artifacts. Read after the stress: the image then shows
     the slots' final poke state."""
-    kallsyms = jit.Kallsyms() if art else None
+    kallsyms = jit.Kallsyms() if arts.root else None
     for lt in loaded:
         for name, fd in sorted(lt.prog_fds.items()):
             img = jit.read_jit(fd)
             full = f"{lt.pin_dir.name}/{name}"
             result.programs.append(ProgramInfo(full, img.prog_id, img.tag, len(img.image), img.sha256))
-            if not art:
+            if not arts.root:
                 continue
-            d = art / "jit" / lt.pin_dir.name
-            d.mkdir(parents=True, exist_ok=True)
-            (d / f"{name}.bin").write_bytes(img.image)
-            (d / f"{name}.S").write_text(jit.disassemble(img, kallsyms))
-            (d / f"{name}.xlated.txt").write_text(jit.dump_xlated(img.prog_id))
-            for ext in (".bin", ".S", ".xlated.txt"):
-                result.artifacts[f"{full}{ext}"] = f"jit/{lt.pin_dir.name}/{name}{ext}"
-
-
-def _write_json(path: Path, data: dict, result: Result, key: str) -> None:
-    try:
-        path.write_text(json.dumps(data, indent=2) + "\n")
-        result.artifacts[key] = path.name
-    except OSError as e:
-        raise InfraError(f"cannot write artifact {path}: {e}") from None
+            d = f"jit/{lt.pin_dir.name}"
+            arts.write(f"{full}.bin", f"{d}/{name}.bin", img.image)
+            arts.write(f"{full}.S", f"{d}/{name}.S", jit.disassemble(img, kallsyms))
+            arts.write(f"{full}.xlated.txt", f"{d}/{name}.xlated.txt", jit.dump_xlated(img.prog_id))

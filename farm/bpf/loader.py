@@ -60,12 +60,23 @@ def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Pa
     out = cache_dir() / f"{topo.name}-{h.hexdigest()[:16]}.o"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InfraError(f"cannot create the compile cache {out.parent}: {e.strerror}") from None
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     proc = subprocess.run([clang, *flags, "-c", str(topo.source), "-o", str(tmp)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
+        # A program that does not compile is a load-error finding; a cache
+        # clang cannot write to (disk full, read-only) is the lab's fault.
+        # Compiling again to /dev/null tells the two apart.
+        if subprocess.run([clang, *flags, "-c", str(topo.source), "-o", os.devnull],
+                          capture_output=True).returncode == 0:
+            why = next((ln.strip() for ln in proc.stderr.splitlines() if "error" in ln[:80].lower()
+                        and not ln.lstrip().startswith("#")), _last_error_line(proc.stderr))
+            raise InfraError(f"cannot write the compiled {topo.name} to the cache {out.parent}: {why}")
         raise LoadError(f"clang failed on {topo.source.name}", proc.stderr)
     tmp.replace(out)  # atomic: concurrent runs never see half a file
     return out
@@ -85,11 +96,18 @@ def ensure_bpffs() -> None:
     if bpffs_mounted():
         return
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        if line.split()[4] == str(BPFFS):
-            raise InfraError(f"{BPFFS} holds a non-bpf mount; refusing to mount over it")
-    proc = subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True)
+        left, _, right = line.partition(" - ")
+        if left.split()[4] == str(BPFFS):
+            raise InfraError(f"{BPFFS} holds a {right.split()[0]} mount, not bpffs; refusing to mount "
+                             f"over it (unmount it, or mount bpffs there: mount -t bpf bpf {BPFFS})")
+    try:
+        proc = subprocess.run(["mount", "-t", "bpf", "bpf", str(BPFFS)], capture_output=True, text=True)
+    except OSError as e:  # no mount(8): still an infrastructure error, not a farm bug
+        raise InfraError(f"bpffs is not mounted at {BPFFS} and mount(8) cannot run: {e.strerror}") from None
     if proc.returncode != 0:
-        raise InfraError(f"cannot mount bpffs at {BPFFS}: {proc.stderr.strip()}")
+        # mount(8)'s first line says why; the rest is its "see dmesg(1)" advice
+        why = (proc.stderr.strip().splitlines() or [f"exit {proc.returncode}"])[0]
+        raise InfraError(f"bpffs is not mounted at {BPFFS} and mounting it failed: {why}")
 
 
 @dataclass

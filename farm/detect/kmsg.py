@@ -113,7 +113,8 @@ class KmsgFollower:
             fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError as e:
             raise InfraError(f"cannot open {self.path} to follow the kernel log: {e.strerror} "
-                             "(needs read access to /dev/kmsg: root, or kernel.dmesg_restrict=0)") from e
+                             "(needs read access to /dev/kmsg: root, or kernel.dmesg_restrict=0; "
+                             "and kernel.printk_devkmsg not off)") from e
         try:
             os.lseek(fd, 0, os.SEEK_END)  # only records logged from now on
         except OSError as e:
@@ -173,6 +174,8 @@ class KmsgFollower:
                 poller.poll(timeout_ms)
                 self._drain()
             self._drain()  # whatever was logged up to stop()
+        except InfraError as e:
+            self.error = str(e)
         except Exception as e:  # noqa: BLE001 - reported through .error, the thread must not die silently
             self.error = f"kmsg reader failed: {e!r}"
 
@@ -195,13 +198,16 @@ class KmsgFollower:
                     return
                 raise
             if not raw:
-                return
+                # /dev/kmsg never reads end-of-file: whatever is there instead
+                # (/dev/null, a regular file) is not the kernel log. Stop, and
+                # say so, rather than spin on poll() and report a clean log.
+                raise InfraError(f"{self.path} read end-of-file: it is not the kernel log")
             self._ingest(raw)
 
     def _ingest(self, raw: bytes) -> None:
         rec = parse_record(raw)
-        if rec is None:
-            return
+        if rec is None:  # /dev/kmsg hands out nothing else: a record skipped here could be an oops
+            raise InfraError(f"{self.path} gave something that is not a kernel log record: {raw[:60]!r}")
         with self._lock:
             if self._last_seq is not None and rec.seq > self._last_seq + 1:
                 self.lost += rec.seq - self._last_seq - 1
@@ -226,7 +232,9 @@ def write_marker(text: str, level: int = 5, path: str = KMSG_PATH) -> None:
     if len(data) > MARKER_MAX:
         raise ValueError(f"marker of {len(data)} bytes is longer than {MARKER_MAX}")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: /dev/kmsg ignores it, but something else in its place (a
+        # FIFO nobody reads) must fail here, not hang the run in its cleanup.
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError as e:
         raise InfraError(f"cannot open {path} to write a marker: {e.strerror}") from e
     try:

@@ -27,7 +27,10 @@ def churn_lib() -> ctypes.CDLL:
     src = SOURCE.read_bytes()
     out = cache_dir().parent / "native" / f"churn-{hashlib.sha256(src).hexdigest()[:16]}.so"
     if not out.exists():
-        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InfraError(f"cannot create the writer loop's cache dir {out.parent}: {e.strerror}") from None
         tmp = out.with_suffix(f".{os.getpid()}.tmp")
         proc = subprocess.run([clang, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)],
                               capture_output=True, text=True)
