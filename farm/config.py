@@ -37,3 +37,12 @@ def _config() -> dict:
 
 def broker_url() -> str:
     return os.environ.get("FARM_BROKER_URL") or _config().get("broker_url") or DEFAULT_BROKER
+
+
+def allow_custom_programs() -> bool:
+    """Whether this host's worker runs jobs that bring their own BPF source
+    (`allow_custom_programs: true` in its config); off unless said."""
+    value = _config().get("allow_custom_programs", False)
+    if not isinstance(value, bool):
+        raise BadInput("allow_custom_programs in the farm config is true or false")
+    return value

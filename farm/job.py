@@ -176,7 +176,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> Stres
         for i, t in enumerate(spec.topologies):
             try:
                 loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
-                                            pin_root / f"{i}-{t.name}"))
+                                            pin_root / f"{i}-{t.name}", source=t.source))
             except LoadError as e:
                 result.findings.append(Finding(
                     "load-error", f"load-error: {t.name}", str(e),

@@ -97,6 +97,9 @@ class TopologySpec(_Strict):
     name: str
     slots: int = 1
     fault: str | None = Field(default=None, description="test-only: a corpus variant that misbehaves")
+    # the job's own program for this topology, inline C (farm/bpf/custom.py);
+    # a worker runs it only where its config allows custom programs
+    source: str | None = None
 
     @field_validator("name")
     @classmethod
@@ -111,6 +114,12 @@ class TopologySpec(_Strict):
         top = MAX_SLOTS if topo.multi_slot else 1
         if not 1 <= self.slots <= top:
             raise ValueError(f"slots {self.slots} out of range for {self.name} (allowed: 1..{top})")
+        if self.source is not None:
+            from farm.bpf.custom import source_problem
+            if self.fault is not None:
+                raise ValueError("a custom source and a fault variant do not go together")
+            if problem := source_problem(self.source):
+                raise ValueError(f"source: {problem}")
         if self.fault is not None and self.fault not in topo.faults:
             allowed = ", ".join(topo.faults) or "none"
             raise ValueError(f"fault {self.fault!r} not available for {self.name} (allowed: {allowed})")

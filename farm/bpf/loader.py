@@ -146,28 +146,51 @@ class LoadedTopology:
         self.jmp_table_fd = self.stats_fd = -1
 
 
-def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path) -> LoadedTopology:
-    """Load every program of the variant through bpftool and open them."""
+def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path,
+                  source: str | None = None) -> LoadedTopology:
+    """Load every program of the variant (or of a job's own source for it)
+    through bpftool and open them."""
     bpftool = require_tool("bpftool")
-    obj = compile_topology(topo, slots, fault)
-    # bpftool tries to mount bpffs itself when the parent is missing: never let it.
-    pin_dir.mkdir(parents=True, exist_ok=False)
-    cmd = [bpftool, "prog", "loadall", str(obj), str(pin_dir / "progs"), "type", "tc",
-           "pinmaps", str(pin_dir / "maps")]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise LoadError(f"bpftool could not load {topo.name}: "
-                        f"{_last_error_line(proc.stderr)}", proc.stderr)
+    if source is None:
+        obj = compile_topology(topo, slots, fault)
+        _bpftool_loadall(bpftool, topo.name, obj, pin_dir)
+    else:
+        from farm.bpf.custom import custom_object
+        with custom_object(topo.name, source, ["-O2", "-g", "-target", "bpf", f"-DFARM_SLOTS={slots}"]) as obj:
+            _bpftool_loadall(bpftool, topo.name, obj, pin_dir)
     lt = LoadedTopology(topo, slots, fault, pin_dir, obj)
     try:
         for pin in sorted((pin_dir / "progs").iterdir()):
+            if source is not None and not _expected_program(pin.name, slots):
+                # its name becomes a file name in the artifacts: only the corpus's
+                raise LoadError(f"custom source for {topo.name} defines an unexpected program "
+                                f"{pin.name[:64]!r} (expected entry and t<slot>_<k>)")
             lt.prog_fds[pin.name] = syscall.obj_get(str(pin))
+        if source is not None:
+            missing = [n for n in ("entry", *(target_name(s, k) for s in range(slots)
+                                              for k in range(TARGETS_PER_SLOT))) if n not in lt.prog_fds]
+            if missing:
+                raise LoadError(f"custom source for {topo.name} lacks {', '.join(missing)}")
         lt.jmp_table_fd = syscall.obj_get(str(pin_dir / "maps" / "jmp_table"))
         lt.stats_fd = syscall.obj_get(str(pin_dir / "maps" / "stats"))
     except Exception:
         lt.close()
         raise
     return lt
+
+
+def _bpftool_loadall(bpftool: str, name: str, obj: Path, pin_dir: Path) -> None:
+    # bpftool tries to mount bpffs itself when the parent is missing: never let it.
+    pin_dir.mkdir(parents=True, exist_ok=False)
+    cmd = [bpftool, "prog", "loadall", str(obj), str(pin_dir / "progs"), "type", "tc",
+           "pinmaps", str(pin_dir / "maps")]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise LoadError(f"bpftool could not load {name}: {_last_error_line(proc.stderr)}", proc.stderr)
+
+
+def _expected_program(name: str, slots: int) -> bool:
+    return name == "entry" or name in {target_name(s, k) for s in range(slots) for k in range(TARGETS_PER_SLOT)}
 
 
 def _last_error_line(stderr: str) -> str:
