@@ -15,7 +15,7 @@ import zlib
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from farm.detect.signature import normalise_line
@@ -25,9 +25,13 @@ from farm.store.models import (Artifact, FactsSnapshot, Finding, Host, KnownIssu
 
 FACT_FIELDS = ("vendor", "family", "model", "stepping", "model_name", "microcode",
                "kernel", "spectre_v2", "hw_class")
-TEXT_ARTIFACT_CAP = 256 * 1024   # larger artifacts are indexed, not kept
-TEXT_SUFFIXES = (".S", ".txt")  # JIT listings, xlated dumps, the kernel log
+TEXT_ARTIFACT_CAP = 256 * 1024   # a larger listing or log stays on its host only
 SIGNATURE_LEN = 512
+
+
+def kept_artifact(name: str) -> bool:
+    """What the farm keeps of a run's artifacts: JIT listings and the kernel log."""
+    return name.endswith(".S") or name == "kmsg"
 
 
 def pack(obj) -> bytes:
@@ -96,7 +100,7 @@ def text_attachments(result: dict, artifacts_dir: Path | None) -> dict[str, byte
     if artifacts_dir is not None:
         root = artifacts_dir.resolve()
         for name, rel in result.get("artifacts", {}).items():
-            if name in out or not str(rel).endswith(TEXT_SUFFIXES):
+            if name in out or not kept_artifact(name):
                 continue
             path = (root / rel).resolve()
             if root not in path.parents or not path.is_file() or path.stat().st_size > TEXT_ARTIFACT_CAP:
@@ -114,7 +118,30 @@ class Ingest:
         self.hosts: dict[str, int] = {}
         self.facts: dict[tuple[int, str], int] = {}
         self.sigs: dict[str, int] = {}
+        # what a batch saw, written once at its end (not an UPDATE per result)
+        self.host_seen: dict[int, tuple[datetime, str, str]] = {}
+        self.facts_seen: dict[int, tuple[datetime, datetime]] = {}
         self.known = [(k.pattern, k.link, k.note) for k in session.scalars(select(KnownIssue))]
+
+    def prefetch(self, results: list[dict]) -> None:
+        """The batch's known hosts, their facts snapshots and its signatures
+        in three queries, instead of one a host, snapshot and signature."""
+        names = list({(r.get("host") or {}).get("hostname") or "unknown" for r in results})
+        for i in range(0, len(names), 500):
+            self.hosts.update(self.s.execute(select(Host.hostname, Host.id)
+                                             .where(Host.hostname.in_(names[i:i + 500]))).all())
+        hids = list(self.hosts.values())
+        for i in range(0, len(hids), 500):
+            for hid, digest, fid in self.s.execute(
+                    select(FactsSnapshot.host_id, FactsSnapshot.digest, FactsSnapshot.id)
+                    .where(FactsSnapshot.host_id.in_(hids[i:i + 500]))):
+                self.facts[(hid, digest)] = fid
+        keys = list({signature_key(f.get("signature", "")) for r in results for f in r.get("findings", ())})
+        for i in range(0, len(keys), 500):
+            for sid, text in self.s.execute(select(Signature.id, Signature.text)
+                                            .where(Signature.text.in_(keys[i:i + 500]),
+                                                   Signature.status != "fixed")):
+                self.sigs[text] = sid   # a fixed one goes the long way: it reopens
 
     def host_id(self, h: dict, seen: datetime) -> int:
         name = h.get("hostname") or "unknown"
@@ -127,8 +154,9 @@ class Ingest:
                 self.s.flush()
             self.hosts[name] = row.id
         hid = self.hosts[name]
-        self.s.execute(update(Host).where(Host.id == hid, Host.last_seen < seen)
-                       .values(last_seen=seen, vendor=h.get("vendor", ""), hw_class=h.get("hw_class", "")))
+        prev = self.host_seen.get(hid)
+        if prev is None or seen > prev[0]:
+            self.host_seen[hid] = (seen, h.get("vendor", ""), h.get("hw_class", ""))
         return hid
 
     def facts_id(self, host_id: int, h: dict, seen: datetime) -> int:
@@ -144,11 +172,28 @@ class Ingest:
                 self.s.flush()
             self.facts[key] = row.id
         fid = self.facts[key]
-        self.s.execute(update(FactsSnapshot).where(FactsSnapshot.id == fid, FactsSnapshot.last_seen < seen)
-                       .values(last_seen=seen))
-        self.s.execute(update(FactsSnapshot).where(FactsSnapshot.id == fid, FactsSnapshot.first_seen > seen)
-                       .values(first_seen=seen))
+        first, last = self.facts_seen.get(fid, (seen, seen))
+        self.facts_seen[fid] = (min(first, seen), max(last, seen))
         return fid
+
+    def flush_seen(self) -> None:
+        """The batch's last_seen/first_seen moves: one executemany a table."""
+        hosts, facts = Host.__table__, FactsSnapshot.__table__
+        if self.host_seen:
+            self.s.execute(update(hosts).where(hosts.c.id == bindparam("b_id"),
+                                               hosts.c.last_seen < bindparam("b_seen"))
+                           .values(last_seen=bindparam("b_seen"), vendor=bindparam("b_vendor"),
+                                   hw_class=bindparam("b_class")),
+                           [dict(b_id=i, b_seen=t, b_vendor=v, b_class=c)
+                            for i, (t, v, c) in self.host_seen.items()])
+        if self.facts_seen:
+            rows = [dict(b_id=i, b_first=f, b_last=l) for i, (f, l) in self.facts_seen.items()]
+            self.s.execute(update(facts).where(facts.c.id == bindparam("b_id"),
+                                               facts.c.last_seen < bindparam("b_last"))
+                           .values(last_seen=bindparam("b_last")), rows)
+            self.s.execute(update(facts).where(facts.c.id == bindparam("b_id"),
+                                               facts.c.first_seen > bindparam("b_first"))
+                           .values(first_seen=bindparam("b_first")), rows)
 
     def signature_id(self, text: str, kind: str, seen: datetime) -> int:
         key = signature_key(text)
@@ -183,6 +228,7 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
     for i in range(0, len(ids), 500):
         have.update(session.scalars(select(Run.run_id).where(Run.run_id.in_(ids[i:i + 500]))))
     ing = Ingest(session)
+    ing.prefetch([r for r, _, _ in items if r["run_id"] not in have])
     runs, findings, artifacts, sig_counts = [], [], [], {}
     subs: dict[str, tuple[str, datetime]] = {}
     for result, submission, art_dir in items:
@@ -214,26 +260,32 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
             findings.append(dict(run_id=run_id, signature_id=sid, kind=f.get("kind", ""),
                                  summary=f.get("summary", ""), cpu=f.get("cpu") if isinstance(f.get("cpu"), int) else None,
                                  at=str(f.get("at", "")), detail=json.dumps(f.get("detail", {}))))
-        inline = text_attachments(result, art_dir)
-        for name, rel in result.get("artifacts", {}).items():
-            blob = inline.get(name)
-            artifacts.append(dict(run_id=run_id, name=name, path=str(rel), content=blob,
-                                  size=len(zlib.decompress(blob)) if blob else None))
+        # The index holds what the farm keeps: the small text artifacts with
+        # their content. Where every other artifact lies on its host is in
+        # the stored result's `artifacts` map.
+        for name, blob in text_attachments(result, art_dir).items():
+            artifacts.append(dict(run_id=run_id, name=name, path=str(result.get("artifacts", {}).get(name, name)),
+                                  content=blob, size=len(zlib.decompress(blob))))
     if not runs:
         return 0
+    ing.flush_seen()
     _add_submissions(session, subs)
-    session.execute(insert(Run), runs)
+    # Core inserts of the tables: executemany, without the ORM's per-row work
+    session.execute(insert(Run.__table__), runs)
     if findings:
-        session.execute(insert(Finding), findings)
+        session.execute(insert(Finding.__table__), findings)
     if artifacts:
-        session.execute(insert(Artifact), artifacts)
-    for sid, (first, last, n) in sig_counts.items():
-        session.execute(update(Signature).where(Signature.id == sid)
-                        .values(count=Signature.count + n))
-        session.execute(update(Signature).where(Signature.id == sid, Signature.last_seen < last)
-                        .values(last_seen=last))
-        session.execute(update(Signature).where(Signature.id == sid, Signature.first_seen > first)
-                        .values(first_seen=first))
+        session.execute(insert(Artifact.__table__), artifacts)
+    if sig_counts:
+        sigs = Signature.__table__
+        rows = [dict(b_id=sid, b_first=first, b_last=last, b_n=n)
+                for sid, (first, last, n) in sig_counts.items()]
+        session.execute(update(sigs).where(sigs.c.id == bindparam("b_id"))
+                        .values(count=sigs.c.count + bindparam("b_n")), rows)
+        session.execute(update(sigs).where(sigs.c.id == bindparam("b_id"), sigs.c.last_seen < bindparam("b_last"))
+                        .values(last_seen=bindparam("b_last")), rows)
+        session.execute(update(sigs).where(sigs.c.id == bindparam("b_id"), sigs.c.first_seen > bindparam("b_first"))
+                        .values(first_seen=bindparam("b_first")), rows)
     return len(runs)
 
 

@@ -103,9 +103,10 @@ class Finding(Base):
 
 
 class Artifact(Base):
-    """The artifacts index: every artifact a run named, where it lies on its
-    host, and for small text ones (JIT listings, the kernel log) the content
-    itself, so a report can diff two hosts' listings wherever they ran."""
+    """The artifacts the farm keeps: a run's small text artifacts (JIT
+    listings, the kernel log) with their content, so a report can diff two
+    hosts' listings wherever they ran. Every artifact's place on its host is
+    in the run's stored result (`artifacts`)."""
     __tablename__ = "artifacts"
     __table_args__ = (UniqueConstraint("run_id", "name"),)
     id: Mapped[int] = mapped_column(primary_key=True)

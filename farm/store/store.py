@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -18,6 +18,7 @@ from farm.store.models import Artifact, KnownIssue, Run, Signature
 
 BATCH = 1000
 STATUSES = ("open", "fixed", "known")
+INGEST_LOCK = 0x6661726D  # "farm"
 
 
 class Store:
@@ -45,6 +46,10 @@ class Store:
         for attempt in range(3):
             try:
                 with self.session.begin() as s:
+                    if self.engine.dialect.name == "postgresql":
+                        # writers take turns (SQLite's writes do anyway): the
+                        # batch's look-ups stay true until it commits
+                        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": INGEST_LOCK})
                     return ingest_results(s, chunk)
             except IntegrityError:
                 # Another writer added a host, signature or run id in between:
