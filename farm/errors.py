@@ -8,12 +8,46 @@ Findings of the thing under test are not exceptions: they travel in the Result (
 EXIT_PASS, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
 
 
+def one_line(text: str) -> str:
+    """Text fit for one line of stderr: line breaks, NULs and other
+    unprintable characters (from a file name or a YAML key) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def shown(value, limit: int = 60) -> str:
+    """A user's value for an error message: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
+
+
+def yaml_problem(e: BaseException) -> str:
+    """What yaml.safe_load ran into, in one line. PyYAML's own errors span
+    lines; a scalar it cannot build (a date like 2024-13-45, an int of 5000
+    digits, `!!int` on nothing) escapes as a ValueError, IndexError, KeyError...,
+    and deep nesting as a RecursionError: callers catch Exception around the load."""
+    if isinstance(e, RecursionError):
+        return "not valid YAML: nested too deeply"
+    mark = getattr(e, "problem_mark", None)
+    line = f" (line {mark.line + 1})" if mark else ""
+    problem = getattr(e, "problem", None) or getattr(e, "context", None)
+    if not problem:
+        why = "more than 4300 digits" if "integer string conversion" in str(e) else str(e) or type(e).__name__
+        problem = f"a value that cannot be read ({why})"
+    return f"not valid YAML{line}: {problem}"
+
+
 class FarmError(Exception):
     exit_code = EXIT_INFRA
 
 
 class BadInput(FarmError):
+    """Its message is always one line (the CLI prints it as `farm: ...`)."""
     exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str = ""):
+        super().__init__(one_line(str(message)))
 
 
 class InfraError(FarmError):

@@ -15,13 +15,18 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationI
                       model_validator)
 
 from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
-from farm.errors import BadInput
+from farm.errors import BadInput, shown, yaml_problem
 
 MAX_DURATION_S = 7 * 24 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 OPS = ("install", "replace", "delete")
 CHECKS = ("oracle", "kmsg", "taint")
+# Job and schedule names end up in run ids, so in file, pin and queue names.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, not starting with a symbol"
+HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+HW_CLASS = re.compile(r"[A-Za-z0-9*?\[][A-Za-z0-9_.*?!\[\]-]{0,63}")  # a class or a glob
 
 
 def parse_duration(value) -> float:
@@ -33,9 +38,9 @@ def parse_duration(value) -> float:
     elif isinstance(value, str) and (m := _DURATION.match(value)):
         seconds = float(m.group(1)) * _UNITS[m.group(2)]
     else:
-        raise ValueError(f"{value!r} is not a duration (use e.g. 10s, 5m, 1h)")
+        raise ValueError(f"{shown(value)} is not a duration (use e.g. 10s, 5m, 1h)")
     if not 0 < seconds <= MAX_DURATION_S:
-        raise ValueError(f"{value!r} is out of range (more than 0, at most 7d)")
+        raise ValueError(f"{shown(value)} is out of range (more than 0, at most 7d)")
     return seconds
 
 
@@ -61,10 +66,10 @@ def parse_cpus(value, check: bool = True) -> list[int]:
             lo, _, hi = part.partition("-")
             lo_i, hi_i = int(lo), int(hi or lo)
             if hi_i < lo_i or hi_i - lo_i > 4096:
-                raise ValueError(f"bad CPU range {part.strip()!r}")
+                raise ValueError(f"bad CPU range {shown(part.strip())}")
             cpus.update(range(lo_i, hi_i + 1))
     else:
-        raise ValueError(f"{value!r}: use 'all', a list like '0-3,6', or a list of numbers")
+        raise ValueError(f"{shown(value)}: use 'all', a list like '0-3,6', or a list of numbers")
     missing = sorted(cpus - have)
     if missing and check:
         raise ValueError(f"CPU {missing[0]} does not exist or is not usable here "
@@ -105,7 +110,7 @@ class TopologySpec(_Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         if v not in TOPOLOGIES:
-            raise ValueError(f"unknown topology {v!r} (allowed: {', '.join(TOPOLOGIES)})")
+            raise ValueError(f"unknown topology {shown(v)} (allowed: {', '.join(TOPOLOGIES)})")
         return v
 
     @model_validator(mode="after")
@@ -122,7 +127,7 @@ class TopologySpec(_Strict):
                 raise ValueError(f"source: {problem}")
         if self.fault is not None and self.fault not in topo.faults:
             allowed = ", ".join(topo.faults) or "none"
-            raise ValueError(f"fault {self.fault!r} not available for {self.name} (allowed: {allowed})")
+            raise ValueError(f"fault {shown(self.fault)} not available for {self.name} (allowed: {allowed})")
         return self
 
 
@@ -168,6 +173,21 @@ class TargetsSpec(_Strict):
     all: bool = False
     any: bool = Field(default=False, description="one run on any host of hw_class will do")
 
+    @field_validator("hw_class")
+    @classmethod
+    def _hw_class(cls, v: str | None) -> str | None:
+        if v is not None and not HW_CLASS.fullmatch(v):  # it names a queue and a run id
+            raise ValueError("a class like intel-icelake or a glob like intel-* (letters, digits, '.', '_', '-')")
+        return v
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        for host in v or ():
+            if not HOST.fullmatch(host):
+                raise ValueError(f"{shown(host)} is not a host name (letters, digits, '.', '_', '-')")
+        return v
+
     @model_validator(mode="after")
     def _any_needs_class(self) -> "TargetsSpec":
         if self.any and not self.hw_class:
@@ -190,8 +210,8 @@ class JobSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", v):
-            raise ValueError("letters, digits, '.', '_' and '-', at most 64, not starting with a symbol")
+        if not NAME.fullmatch(v):
+            raise ValueError(NAME_RULE)
         return v
 
     @field_validator("duration", mode="before")
@@ -228,7 +248,7 @@ def _field_path(loc: tuple) -> str:
         elif part in ("function-after[_fits(), TopologySpec]",):
             continue
         else:
-            out += ("." if out else "") + str(part)
+            out += ("." if out else "") + (part if isinstance(part, str) and len(part) <= 60 else shown(part))
     return out or "(top level)"
 
 
@@ -249,7 +269,7 @@ def load_spec(path: str | Path, overrides: dict | None = None, elsewhere: bool =
         text = path.read_text()
     except FileNotFoundError:
         raise BadInput(f"{path}: no such job file") from None
-    except (OSError, UnicodeDecodeError) as e:
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
         raise BadInput(f"{path}: cannot read: {e}") from None
     return load_spec_text(text, str(path), path.stem, overrides, elsewhere)
 
@@ -259,10 +279,8 @@ def load_spec_text(text: str, source: str, default_name: str, overrides: dict | 
     """Validate a job given as YAML text; errors name `source`."""
     try:
         data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" (line {where.line + 1})" if where else ""
-        raise BadInput(f"{source}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
+        raise BadInput(f"{source}: {yaml_problem(e)}") from None
     if not isinstance(data, dict):
         raise BadInput(f"{source}: a job is a YAML mapping with at least 'topologies'")
     data = {"name": default_name, **data, **(overrides or {})}

@@ -73,13 +73,11 @@ def pytest_sessionfinish(session, exitstatus):
     from leaks import leaks
     if _SUITE_START is None or getattr(session.config, "workerinput", None) is not None:
         return
-    left: list[str] = []
     end = time.monotonic() + float(os.environ.get("FARM_LEAK_GRACE_S", "30"))
-    while time.monotonic() < end:
-        left = leaks(_SUITE_START)
-        if not left:
-            return
+    while (left := leaks(_SUITE_START)) and time.monotonic() < end:
         time.sleep(0.5)
+    if not left:
+        return
     tr = session.config.pluginmanager.get_plugin("terminalreporter")
     write = tr.write_line if tr else print
     write(f"LEAK CHECK FAILED: the suite left {len(left)} things behind:")

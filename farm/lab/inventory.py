@@ -2,11 +2,12 @@
 before any playbook runs."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
 
-from farm.errors import BadInput
+from farm.errors import BadInput, shown, yaml_problem
 
 VENDOR_GROUPS = ("intel", "amd")
 FARM_VARS = {
@@ -20,6 +21,28 @@ FARM_VARS = {
     "farm_fstab": "the fstab that gets the bpffs line (default /etc/fstab)",
     "farm_sysctl_file": "the sysctl.d file farm writes (default /etc/sysctl.d/60-farm.conf)",
 }
+# Host names become directories (collect-crash.yml fetches into <artifacts>/<host>/);
+# farm_* values are written into shell and env lines by provision.yml.
+NAME = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:\[\]-]{0,252}")  # hosts (ranges, IPv6 too) and groups
+_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
+_QUEUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:*-]{0,199}")
+_PLAIN = re.compile(r"[^\s'\"\\`$;|&<>]+")  # nothing a shell would split, quote or expand
+_ABS_PATH = re.compile(r"/[^\s'\"\\`$;|&<>]*")
+FARM_VAR_RULES = {  # var -> (accepts, what it must be)
+    "farm_broker_url": (lambda v: isinstance(v, str) and _PLAIN.fullmatch(v), "a URL like redis://host:6379/0"),
+    "farm_queues": (lambda v: isinstance(v, list) and all(isinstance(q, str) and _QUEUE.fullmatch(q) for q in v),
+                    "a list of queue names"),
+    "farm_notes": (lambda v: isinstance(v, (str, int, float)), "text"),
+    "farm_root": (lambda v: isinstance(v, str) and _ABS_PATH.fullmatch(v), "an absolute path, no spaces or quotes"),
+    "farm_hostname": (lambda v: isinstance(v, str) and _HOSTNAME.fullmatch(v),
+                      "a host name (letters, digits, '.', '_', '-')"),
+    "farm_worker": (lambda v: isinstance(v, bool), "true or false"),
+    "farm_crash_capture": (lambda v: isinstance(v, bool), "true or false"),
+    "farm_fstab": (lambda v: isinstance(v, str) and _ABS_PATH.fullmatch(v), "an absolute path, no spaces or quotes"),
+    "farm_sysctl_file": (lambda v: isinstance(v, str) and _ABS_PATH.fullmatch(v),
+                         "an absolute path, no spaces or quotes"),
+}
+MAX_GROUP_VISITS = 10_000  # aliases can repeat a group exponentially often
 
 
 class _UniqueKeys(yaml.SafeLoader):
@@ -30,6 +53,10 @@ def _mapping(loader, node, deep=False):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            continue  # construct_mapping says "found unhashable key"
         if key in seen:
             raise BadInput(f"line {key_node.start_mark.line + 1}: {key!r} appears twice in one mapping")
         seen.add(key)
@@ -42,13 +69,17 @@ _UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map
 def load_inventory(path: str | Path) -> dict:
     path = Path(path)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
+        text = path.read_text()
     except FileNotFoundError:
         raise BadInput(f"{path}: no such inventory") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
+        raise BadInput(f"{path}: cannot read: {e}") from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
     except BadInput as e:
         raise BadInput(f"{path}: {e}") from None
-    except yaml.YAMLError as e:
-        raise BadInput(f"{path}: not valid YAML: {e}") from None
+    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
+        raise BadInput(f"{path}: {yaml_problem(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("all"), dict):
         raise BadInput(f"{path}: an inventory starts with 'all:'")
     return data
@@ -58,24 +89,30 @@ def hosts_by_group(data: dict) -> tuple[dict[str, set[str]], dict[str, list[dict
     """group -> host names (children included), host -> every vars mapping given for it."""
     groups: dict[str, set[str]] = {}
     host_vars: dict[str, list[dict]] = {}
+    visits = 0
 
     def walk(name: str, group: dict, where: str) -> set[str]:
+        nonlocal visits
+        visits += 1
+        if visits > MAX_GROUP_VISITS:
+            raise BadInput(f"{where}: more than {MAX_GROUP_VISITS} groups (aliases repeating groups?)")
         if group is None:
             group = {}
         if not isinstance(group, dict):
             raise BadInput(f"{where}: a group is a mapping (hosts, vars, children)")
         unknown = set(group) - {"hosts", "vars", "children"}
         if unknown:
-            raise BadInput(f"{where}.{sorted(unknown)[0]}: unknown key (a group has hosts, vars, children)")
+            raise BadInput(f"{where}.{_key(sorted(map(str, unknown))[0])}: unknown key "
+                           "(a group has hosts, vars, children)")
         members: set[str] = set()
-        for host, hv in (group.get("hosts") or {}).items():
+        for host, hv in _names(group, "hosts", where):
             if hv is not None and not isinstance(hv, dict):
                 raise BadInput(f"{where}.hosts.{host}: host vars are a mapping")
-            host_vars.setdefault(str(host), []).append(hv or {})
-            members.add(str(host))
+            host_vars.setdefault(host, []).append(hv or {})
+            members.add(host)
         _check_vars(group.get("vars") or {}, f"{where}.vars")
-        for child, cg in (group.get("children") or {}).items():
-            members |= walk(str(child), cg, f"{where}.children.{child}")
+        for child, cg in _names(group, "children", where):
+            members |= walk(child, cg, f"{where}.children.{child}")
         groups[name] = groups.get(name, set()) | members
         return members
 
@@ -83,15 +120,32 @@ def hosts_by_group(data: dict) -> tuple[dict[str, set[str]], dict[str, list[dict
     return groups, host_vars
 
 
+def _key(key) -> str:
+    """A YAML key for an error message's field path."""
+    return key if isinstance(key, str) and len(key) <= 60 else shown(key)
+
+
+def _names(group: dict, what: str, where: str) -> list[tuple[str, object]]:
+    """A group's hosts or children: a mapping of names, each one usable as a directory name."""
+    items = group.get(what) or {}
+    if not isinstance(items, dict):
+        raise BadInput(f"{where}.{what}: a mapping of names (name: followed by its vars or nothing)")
+    for name in items:
+        if not NAME.fullmatch(str(name)):
+            raise BadInput(f"{where}.{what}.{_key(name)}: not a name "
+                           "(letters, digits, '.', '_', '-', ':', '[', ']', not starting with a symbol)")
+    return [(str(name), value) for name, value in items.items()]
+
+
 def _check_vars(v: dict, where: str) -> None:
     if not isinstance(v, dict):
         raise BadInput(f"{where}: vars are a mapping")
     for key in v:
         if str(key).startswith("farm_") and key not in FARM_VARS:
-            raise BadInput(f"{where}.{key}: unknown farm var (known: {', '.join(sorted(FARM_VARS))})")
-    if "farm_queues" in v and not (isinstance(v["farm_queues"], list)
-                                   and all(isinstance(q, str) and q for q in v["farm_queues"])):
-        raise BadInput(f"{where}.farm_queues: a list of queue names")
+            raise BadInput(f"{where}.{_key(key)}: unknown farm var (known: {', '.join(sorted(FARM_VARS))})")
+    for key, (accepts, what) in FARM_VAR_RULES.items():
+        if key in v and not accepts(v[key]):
+            raise BadInput(f"{where}.{key}: {what}")
 
 
 def check_inventory(path: str | Path) -> dict[str, str]:

@@ -16,24 +16,28 @@ import time
 from pathlib import Path
 
 import yaml
-from celery.schedules import crontab
+from celery.schedules import ParseException, crontab
 
-from farm.errors import BadInput
+from farm.errors import BadInput, shown, yaml_problem
 from farm.queue.registry import Registry
 from farm.queue.routing import Selection, parse_where
 from farm.queue.submit import submit
-from farm.spec import load_spec_text, parse_duration
+from farm.spec import HOST, NAME, NAME_RULE, load_spec_text, parse_duration
 
 
 def load_schedules(path: str | Path) -> list[dict]:
     """Validated entries, each with the job's text read in."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
     except FileNotFoundError:
         raise BadInput(f"{path}: no such schedules file") from None
-    except yaml.YAMLError as e:
-        raise BadInput(f"{path}: not valid YAML: {e}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
+        raise BadInput(f"{path}: cannot read: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
+        raise BadInput(f"{path}: {yaml_problem(e)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
         raise BadInput(f"{path}: expected a mapping with a 'schedules' list")
     entries, names = [], set()
@@ -43,10 +47,12 @@ def load_schedules(path: str | Path) -> list[dict]:
             raise BadInput(f"{where}: an entry is a mapping (name, job, targets, cron or every)")
         unknown = set(e) - {"name", "job", "targets", "cron", "every"}
         if unknown:
-            raise BadInput(f"{where}.{sorted(unknown)[0]}: unknown key")
+            raise BadInput(f"{where}.{sorted(map(str, unknown))[0]}: unknown key")
         name = e.get("name")
         if not isinstance(name, str) or not name or name in names:
             raise BadInput(f"{where}.name: a unique name is required")
+        if not NAME.fullmatch(name):  # it becomes the submission id, so result and artifact paths
+            raise BadInput(f"{where}.name: {NAME_RULE}")
         names.add(name)
         if ("cron" in e) == ("every" in e):
             raise BadInput(f"{where}: give exactly one of cron or every")
@@ -55,16 +61,29 @@ def load_schedules(path: str | Path) -> list[dict]:
                 parse_duration(e["every"])
             else:
                 _crontab(e["cron"])
-        except ValueError as err:
+        except (ValueError, ParseException) as err:
             raise BadInput(f"{where}.{'every' if 'every' in e else 'cron'}: {err}") from None
-        job_path = path.parent / str(e.get("job", ""))
+        job = e.get("job")
+        if not isinstance(job, str) or not job or Path(job).is_absolute() or ".." in Path(job).parts:
+            raise BadInput(f"{where}.job: a job file in {path.parent} (a relative path, no '..')")
+        job_path = path.parent / job
         if not job_path.is_file():
             raise BadInput(f"{where}.job: no such job file {job_path}")
-        text = job_path.read_text()
+        try:
+            text = job_path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInput(f"{where}.job: cannot read {job_path}: {err}") from None
         load_spec_text(text, str(job_path), job_path.stem, elsewhere=True)  # fail now, not at 3 am
         targets = e.get("targets") or {"all": True}
         if not isinstance(targets, dict) or set(targets) - {"all", "where", "hosts"}:
             raise BadInput(f"{where}.targets: use all, where and hosts")
+        if not isinstance(targets.get("all", False), bool):
+            raise BadInput(f"{where}.targets.all: true or false")
+        hosts = targets.get("hosts") or []
+        if not isinstance(hosts, list) or not all(isinstance(h, str) and HOST.fullmatch(h) for h in hosts):
+            raise BadInput(f"{where}.targets.hosts: a list of host names")
+        if not isinstance(targets.get("where", ""), str):
+            raise BadInput(f"{where}.targets.where: facts like vendor=amd,hw_class=amd-zen*")
         try:
             parse_where(targets.get("where", ""))
         except ValueError as err:
@@ -75,10 +94,12 @@ def load_schedules(path: str | Path) -> list[dict]:
 
 
 def _crontab(expr) -> crontab:
-    parts = str(expr).split()
+    parts = expr.split() if isinstance(expr, str) else []
     if len(parts) != 5:
-        raise ValueError(f"{expr!r} is not a 5-field cron expression")
-    return crontab(*parts)
+        raise ValueError(f"{shown(expr)} is not a 5-field cron expression")
+    minute, hour, day_of_month, month, day_of_week = parts  # crontab(5)'s order, not celery's
+    return crontab(minute=minute, hour=hour, day_of_month=day_of_month, month_of_year=month,
+                   day_of_week=day_of_week)
 
 
 def beat_schedule(entries: list[dict]) -> dict:

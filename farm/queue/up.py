@@ -99,6 +99,8 @@ def start_redis(bind: str, port: int) -> tuple[subprocess.Popen, str]:
 
 
 def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> int:
+    from farm.queue.schedules import load_schedules
+    load_schedules(schedules)  # a bad file is bad input before anything starts
     procs: list[subprocess.Popen] = []
     redis_proc = None
     env = dict(os.environ)
