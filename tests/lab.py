@@ -73,20 +73,32 @@ class Lab:
         self.procs.append(p)
         return p
 
-    def worker(self, hostname: str, vendor: str = "AuthenticAMD") -> subprocess.Popen:
-        p = self.start("worker", facts={"hostname": hostname, "vendor": vendor}, log=f"worker-{hostname}")
-        wait_for(lambda: self.host_up(hostname) or p.poll() is not None, f"worker {hostname}", 60)
-        assert p.poll() is None, self.log(f"worker-{hostname}")
-        # registered is not yet consuming: wait until Celery has its queue
-        wait_for(lambda: b"ready" in (self.state / f"worker-{hostname}.log").read_bytes() or p.poll() is not None,
-                 f"worker {hostname} ready", 60)
+    def worker(self, hostname: str, vendor: str = "AuthenticAMD", wait: bool = True) -> subprocess.Popen:
+        log = f"worker-{hostname}"
+        since = self._log_size(log)
+        p = self.start("worker", facts={"hostname": hostname, "vendor": vendor}, log=log)
+        if wait:
+            self.wait_ready(p, log, since)
         return p
 
     def collector(self) -> subprocess.Popen:
+        since = self._log_size("collector")
         p = self.start("collector", log="collector")
-        wait_for(lambda: b"ready" in (self.state / "collector.log").read_bytes() or p.poll() is not None,
-                 "collector ready", 60)
+        self.wait_ready(p, "collector", since)
         return p
+
+    def _log_size(self, name: str) -> int:
+        path = self.state / f"{name}.log"
+        return path.stat().st_size if path.exists() else 0
+
+    def wait_ready(self, p: subprocess.Popen, log: str, since: int = 0, deadline_s: float = 60) -> None:
+        """Until the daemon says it consumes (registered is not yet consuming).
+        Only what this process wrote counts: a restarted daemon appends to
+        its predecessor's log, which already says ready."""
+        path = self.state / f"{log}.log"
+        wait_for(lambda: b"ready" in path.read_bytes()[since:] or p.poll() is not None, f"{log} ready",
+                 deadline_s)
+        assert p.poll() is None, self.log(log)
 
     def host_up(self, name: str) -> bool:
         return bool(self.redis.client().exists(f"farm:hb:{name}"))
@@ -117,3 +129,22 @@ class Lab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def submit_noop(url: str, count: int, hosts: tuple[str, ...] = ()) -> list[dict]:
+    """`count` submissions of a zero-length job (the worker answers at once),
+    to every healthy host or to `hosts`, sent from this process."""
+    from farm.queue.app import make_app
+    from farm.queue.registry import Registry
+    from farm.queue.routing import Selection
+    from farm.queue.submit import submit
+    from farm.spec import load_spec_text
+    text = "duration: 1s\ntopologies: [direct-main]\n"
+    spec = load_spec_text(text, "noop", "noop", elsewhere=True)
+    app, reg = make_app(url), Registry(redis.Redis.from_url(url, decode_responses=True))
+    sel = Selection(hosts=tuple(hosts)) if hosts else Selection(all=True)
+    try:
+        return [submit(app, reg, spec, text, sel, noop=True) for _ in range(count)]
+    finally:
+        app.close()
+        reg.r.close()

@@ -5,14 +5,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
-from farm.queue.lost import declare_lost
-from farm.queue.registry import Registry
+from farm.queue.lost import declare_lost, sweep_unacked, task_payload
+from farm.queue.registry import HEARTBEAT_TTL_S, Registry
 from farm.store import Store
 
 CRASH_KINDS = {"kernel-oops", "kernel-bug", "lockup", "host-lost"}
 RESULT_CACHE_S = 7 * 24 * 3600
 REAP_EVERY_S = 2.0
+
+
+def _lost(result: dict) -> bool:
+    return any(f["kind"] == "host-lost" for f in result["findings"])
 
 
 class Collector:
@@ -24,15 +29,17 @@ class Collector:
         if not self.results.add(result, submission=sub):
             # This run id is in already: a redelivery, or a host that was
             # declared lost finishing after all. Keep the latter's word.
-            if not any(f["kind"] == "host-lost" for f in result["findings"]):
+            stored = self.results.result(result["run_id"])
+            if stored and _lost(stored) and not _lost(result):
                 self.attach(result["run_id"], sub, {"verdict": result["verdict"],
                             "findings": [f["signature"] for f in result["findings"]]}, key="late_result")
+            elif stored:
+                # A collector killed between its commit and its ack stored
+                # this one but never said so in the registry: say it now.
+                self._settle(stored)
             return False
-        run_id = result["run_id"]
-        lost = any(f["kind"] == "host-lost" for f in result["findings"])
-        self.reg.set_run_state(run_id, "lost" if lost else "done", verdict=result["verdict"])
-        cached = {k: v for k, v in result.items() if k != "attachments"}  # those live in the database
-        self.reg.r.set(f"farm:result:{run_id}", json.dumps(cached), ex=RESULT_CACHE_S)
+        self._settle(result)
+        lost = _lost(result)
         host = result.get("host", {}).get("hostname")
         if host and not lost:
             if any(f["kind"] in CRASH_KINDS for f in result["findings"]):
@@ -40,6 +47,13 @@ class Collector:
             elif result["job"] == "health" and result["verdict"] == "pass":
                 self.reg.release(host)  # a passing health-check brings a host back
         return True
+
+    def _settle(self, result: dict) -> None:
+        """The run's state and cached result, from what the database holds."""
+        run_id = result["run_id"]
+        self.reg.set_run_state(run_id, "lost" if _lost(result) else "done", verdict=result["verdict"])
+        cached = {k: v for k, v in result.items() if k != "attachments"}  # those live in the database
+        self.reg.r.set(f"farm:result:{run_id}", json.dumps(cached), ex=RESULT_CACHE_S)
 
     def attach(self, run_id: str, submission: str, recovered: dict, key: str = "recovered") -> bool:
         """What a returning host recovered (or reported late), onto its
@@ -54,6 +68,7 @@ class Collector:
     def reap(self) -> list[str]:
         """Hosts with a run in hand and no heartbeat: each run lost once."""
         lost = []
+        self.drop_settled_orphans()
         for name, h in self.reg.hosts().items():
             run = h["running"]
             if self.reg.r.exists(f"farm:managed:{name}"):
@@ -64,12 +79,32 @@ class Collector:
                 self.reg.clear_running(name)
         return lost
 
+    def drop_settled_orphans(self) -> int:
+        """farm.run messages left unacked by a worker that died after its
+        result was sent (and its run cleared): nothing waits for them, and
+        kombu alone would hand them back only after visibility_timeout."""
+        def pick(message, _queue):
+            if message.get("headers", {}).get("task") != "farm.run":
+                return None
+            run_id = (task_payload(message) or {}).get("run_id")
+            state = self.reg.run_state(run_id) if isinstance(run_id, str) else {}
+            return "drop" if state.get("state") == "done" or "sent" in state else None
+        return sweep_unacked(self.app, pick)
+
     def reap_forever(self, stop: threading.Event) -> None:
+        # Heartbeats cannot be renewed while the broker is away, and keys
+        # whose TTL ran out meanwhile are gone when it is back: a host is
+        # judged on its heartbeat only once it has had a full TTL to renew
+        # it (after start, and after any broker error).
+        quiet_until = time.monotonic() + HEARTBEAT_TTL_S
         while not stop.wait(REAP_EVERY_S):
+            if time.monotonic() < quiet_until:
+                continue
             try:
                 self.reap()
             except Exception as e:  # keep reaping through a broker hiccup
                 print(f"farm collector: reaper: {e}", flush=True)
+                quiet_until = time.monotonic() + HEARTBEAT_TTL_S
 
     def tick(self, entry: dict, scheduled_for: float) -> str | None:
         """A scheduled lab-wide run: fans out once per tick, whoever asks twice."""

@@ -15,7 +15,7 @@ from farm.queue import tasks
 from farm.queue.app import app
 from farm.queue.collector import Collector
 from farm.queue.hostrun import HostContext
-from farm.queue.lost import declare_lost
+from farm.queue.lost import declare_lost, sweep_unacked
 from farm.queue.registry import HEARTBEAT_EVERY_S, Registry, connect
 from farm.queue.routing import RESULTS_QUEUE, queues_for
 from farm.store import open_store
@@ -95,6 +95,13 @@ def run_collector(loglevel: str = "WARNING") -> int:
     db = open_store()
     collector = Collector(app, reg, db)
     tasks.COLLECTOR = collector
+    # A collector killed (SIGKILL, power) with a result in its hands left it
+    # unacked, where kombu would leave it for visibility_timeout (8 days):
+    # put it back now. Storing is once per run id, so one that did reach the
+    # database (or a live second collector's) is harmless when it comes again.
+    back = sweep_unacked(app, lambda _m, queue: "restore" if queue in (RESULTS_QUEUE, CONTROL_QUEUE) else None)
+    if back:
+        print(f"farm collector: {back} message(s) a previous collector left unacked put back", flush=True)
     stop = threading.Event()
     threading.Thread(target=collector.reap_forever, args=(stop,), daemon=True).start()
     print(f"farm collector: writing to {db.engine.url.render_as_string(hide_password=True)}", flush=True)

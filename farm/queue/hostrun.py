@@ -2,6 +2,7 @@
 lease held and the run visible in the registry."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from farm.spec import load_spec_text
 from farm.store.ingest import encode_attachments, text_attachments
 
 ATTACH_CAP = 1 << 20  # compressed bytes of text artifacts per result
+_SAFE_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,200}")
+
+
+def safe_run_id(run_id) -> bool:
+    """A run id usable as one path component (and a bpffs name's stem)."""
+    return isinstance(run_id, str) and bool(_SAFE_RUN_ID.fullmatch(run_id)) and ".." not in run_id
 
 
 class _Noop(Exception):
@@ -31,10 +38,17 @@ class HostContext:
 def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
     """Run the payload's job unless its run was already settled; hand the
     result to send_result(dict). Returns what happened, for the log."""
-    run_id, reg = payload["run_id"], ctx.registry
+    run_id, reg = payload.get("run_id"), ctx.registry
+    if not safe_run_id(run_id):
+        # It names the artifacts directory: "../x" or "a/b" would write
+        # outside <state>/artifacts/. farm submit never makes such an id.
+        send_result(_error_result(ctx, payload, f"refused: run id {run_id!r} is not a safe name "
+                                                f"(letters, digits, _.:@-, at most 201, no '..')"))
+        return f"{run_id!r}: refused, unsafe run id"
     if reg.is_lost(run_id):
         return f"{run_id}: skipped, its host was lost running it before"
-    if reg.run_state(run_id).get("state") == "done":
+    state = reg.run_state(run_id)
+    if state.get("state") == "done" or "sent" in state:
         return f"{run_id}: skipped, already done"
     if not reg.acquire_lease(ctx.host, ctx.worker_id):
         result = _error_result(ctx, payload, "host lease held by another worker")
@@ -62,6 +76,7 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
             result = _error_result(ctx, payload, f"farm bug: {type(e).__name__}: {e}")
         result["submission"] = payload["submission"]
         send_result(result)
+        reg.mark_sent(run_id)  # from here on a death of this host loses nothing
         return f"{run_id}: {result['verdict']}"
     finally:
         reg.clear_running(ctx.host)
@@ -69,6 +84,6 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
 
 
 def _error_result(ctx: HostContext, payload: dict, why: str) -> dict:
-    r = Result(run_id=payload["run_id"], job=payload["job"], host=ctx.facts, started=now_iso(), error=why)
+    r = Result(run_id=str(payload.get("run_id")), job=payload["job"], host=ctx.facts, started=now_iso(), error=why)
     r.settle_verdict()
     return {**r.to_dict(), "submission": payload["submission"]}

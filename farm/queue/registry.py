@@ -4,7 +4,8 @@ health, and the runs of every submission.
 Keys (prefix farm:): hosts (set) · host:<h> (hash: facts, queues, health,
 losses, registered) · hb:<h> (TTL) · lease:<h> (TTL, SET NX) · running:<h>
 (the run in hand) · lost:<run_id> (set once: exactly one host-lost) ·
-sub:<id> (submission) · subs (zset) · run:<run_id> (hash: state, host, ...).
+sub:<id> (submission) · subs (zset) · run:<run_id> (hash: state, host, sent
+(the worker's result is on the results queue), ...).
 """
 from __future__ import annotations
 
@@ -105,6 +106,15 @@ class Registry:
 
     def is_lost(self, run_id: str) -> bool:
         return bool(self.r.exists(f"farm:lost:{run_id}"))
+
+    def mark_sent(self, run_id: str) -> None:
+        """The worker handed the run's result to the results queue: a host
+        that dies after this (before its task is acked) has lost nothing.
+        A field of its own: the collector may have set state done already."""
+        self.r.hset(f"farm:run:{run_id}", "sent", time.time())
+
+    def result_sent(self, run_id: str) -> bool:
+        return bool(self.r.hexists(f"farm:run:{run_id}", "sent"))
 
     # health ------------------------------------------------------------
     def note_loss(self, host: str, now: float | None = None) -> str:

@@ -1,6 +1,10 @@
 """Celery tasks: a few lines each around plain functions."""
 from __future__ import annotations
 
+import time
+
+import redis
+from kombu.exceptions import OperationalError
 from sqlalchemy.exc import SQLAlchemyError
 
 from farm.errors import InfraError
@@ -13,8 +17,25 @@ HOST = None       # hostrun.HostContext
 COLLECTOR = None  # collector.Collector
 
 
-def send_result(result: dict) -> None:
-    app.send_task("farm.store", args=[result], queue=RESULTS_QUEUE)
+# What a broker that is down (restarting, say) raises at a publish, once
+# kombu's own few quick retries are spent.
+_BROKER_DOWN = (OperationalError, redis.ConnectionError, redis.TimeoutError, ConnectionError)
+
+
+def send_result(result: dict, retry_every_s: float = 1.0) -> None:
+    """Onto the results queue. A broker that is down must not cost the
+    result (the task would fail, its ack with it, and the run be a silent
+    gap): it waits here, in memory, until the broker answers again."""
+    said = False
+    while True:
+        try:
+            app.send_task("farm.store", args=[result], queue=RESULTS_QUEUE)
+            return
+        except _BROKER_DOWN as e:
+            if not said:
+                print(f"farm: result of {result.get('run_id')} waits for the broker: {e}", flush=True)
+                said = True
+            time.sleep(retry_every_s)
 
 
 @app.task(name="farm.run", bind=True)
