@@ -70,3 +70,19 @@ def test_a_custom_source_with_programs_of_its_own_names_is_a_load_error(job_file
     proc, r = run_custom(job_file, tmp_path, extra)
     assert proc.returncode == 1, proc.stderr
     assert "unexpected program 'evil_name'" in r["findings"][0]["summary"]
+
+
+def test_a_worker_runs_custom_programs_only_where_its_config_allows(lab, job_file):
+    lab.collector()
+    lab.worker("strict")
+    job = job_file(name="own", **FAST, topologies=[{"name": "direct-main", "source": CORPUS}])
+    refused = lab.farm("submit", str(job), "--hosts", "strict", "--wait")
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    [r] = lab.stored(refused.stdout.split()[0])
+    assert r["verdict"] == "error" and "does not run custom programs" in r["error"]
+    assert r["stats"]["runs"] == 0  # nothing was compiled or loaded
+    (lab.state / "config.yaml").write_text("allow_custom_programs: true\n")
+    allowed = lab.farm("submit", str(job), "--hosts", "strict", "--wait")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr + lab.log("worker-strict")
+    [r] = lab.stored(allowed.stdout.split()[0])
+    assert r["verdict"] == "pass" and r["stats"]["tail_calls_verified"] > 0

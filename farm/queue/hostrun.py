@@ -6,7 +6,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.errors import FarmError
+from farm.config import allow_custom_programs
+from farm.errors import BadInput, FarmError
 from farm.job import RunOptions, run_job
 from farm.queue.registry import Registry
 from farm.result import Result, now_iso
@@ -61,6 +62,10 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
             if payload.get("noop"):  # bench/queue.py: measure the queue, not the engine
                 raise _Noop
             spec = load_spec_text(payload["spec"], payload["job"], payload["job"], payload.get("overrides"))
+            custom = [t.name for t in spec.topologies if t.source is not None]
+            if custom and not allow_custom_programs():
+                raise BadInput(f"refused: the job brings its own BPF source for {', '.join(custom)} and this "
+                               f"host does not run custom programs (allow_custom_programs: true in its config)")
             art = ctx.state / "artifacts" / run_id
             result = run_job(spec, RunOptions(run_id=run_id, artifacts=art)).to_dict()
             # The artifacts stay on this host; the small text ones travel with
