@@ -218,3 +218,28 @@ def test_triage_retries_a_candidate_regression_on_another_host_of_its_class(lab,
     wait_for(lambda: lab.stored(sub), "the retry's result", 120)
     after = json.loads(lab.farm("triage", "regressions", "--json").stdout)
     assert [(c["state"], c["retry_hosts"]) for c in after] == [("flaky", ["retry-b"])]
+
+
+def test_the_collector_retries_a_new_failure_on_another_host_before_calling_it_a_regression(lab, job_file):
+    """auto-a fails a job on this kernel where the previous kernel passed: the
+    collector sends the same spec to auto-b (same class and kernel) by
+    itself, and auto-b failing too makes it a regression."""
+    from datetime import datetime
+    from results_lab import base, variant
+    lab.collector()
+    lab.worker("auto-a")
+    lab.worker("auto-b")
+    facts = json.loads(lab.farm("hosts", "--json").stdout)["auto-a"]["facts"]
+    old = variant(base("pass"), "auto-a", "0.1.0-old", datetime(2026, 9, 1), 0, facts=facts)
+    old["job"] = "shortjob"
+    lab.store().add(old)
+    faulty = job_file(name="shortjob", duration="1s", writers={"ops": ["replace"]},
+                      topologies=[{"name": "chain-limit-direct", "fault": "short-chain"}])
+    p = lab.farm("submit", str(faulty), "--hosts", "auto-a", "--wait")
+    assert p.returncode == 1, p.stdout + p.stderr
+
+    def states():
+        return [(c["state"], c["retry_hosts"]) for c in json.loads(lab.farm("triage", "regressions",
+                                                                             "--json").stdout)]
+    wait_for(lambda: states() == [("regression", ["auto-b"])], "the retry on auto-b to confirm it", 120, 1)
+    assert "retry of shortjob" in lab.log("collector")

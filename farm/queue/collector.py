@@ -46,7 +46,20 @@ class Collector:
                 self.reg.note_loss(host)
             elif result["job"] == "health" and result["verdict"] == "pass":
                 self.reg.release(host)  # a passing health-check brings a host back
+        if result["verdict"] == "fail" and not lost and self.app is not None:
+            self._retry(result)
         return True
+
+    def _retry(self, result: dict) -> None:
+        """Retry before regression, by itself; the result is stored whatever
+        happens here."""
+        from farm.report.retry import auto_retry
+        try:
+            said = auto_retry(self.app, self.reg, self.results, result)
+        except Exception as e:  # noqa: BLE001 (a retry is a courtesy, never a lost result)
+            said = f"no retry for {result['run_id']}: {type(e).__name__}: {e}"
+        if said:
+            print(f"farm collector: {said}", flush=True)
 
     def _settle(self, result: dict) -> None:
         """The run's state and cached result, from what the database holds."""

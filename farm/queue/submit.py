@@ -42,7 +42,9 @@ def submit(app, reg: Registry, spec: JobSpec, spec_text: str, sel: Selection,
         if not names:
             raise BadInput("no healthy host matches this submission (see `farm hosts`)")
         targets = {f"{sub_id}.{h}": (h, f"host.{h}") for h in names}
-    sub = {"id": sub_id, "job": spec.name, "created": time.time(),
+    # the spec goes along so a retry (farm/report/retry.py) can send it again
+    sub = {"id": sub_id, "job": spec.name, "created": time.time(), "spec": spec_text,
+           "overrides": overrides or {},
            "runs": {run_id: host for run_id, (host, _) in targets.items()}}
     reg.add_submission(sub)
     for run_id, (host, queue) in targets.items():
