@@ -222,3 +222,24 @@ def test_a_collector_and_farm_ingest_at_once(postgres_server):
         finally:
             for s in stores:
                 s.engine.dispose()
+
+
+def test_a_database_that_refuses_connections_costs_the_collector_no_result(postgres_server, lab, job_file):
+    """The collector writes PostgreSQL; while the database refuses every
+    connection the farm.store task retries, and the result lands once the
+    database is back."""
+    from conftest import wait_for
+    lab.env["FARM_DB_URL"] = postgres_server.url
+    lab.collector()
+    lab.worker("pg-w")
+    with postgres_server.connect("postgres") as admin:
+        admin.execute("ALTER DATABASE farm ALLOW_CONNECTIONS false")
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = 'farm'")
+        sub = lab.farm("submit", str(job_file(duration="1s", topologies=["direct-main"])), "--all").stdout.split()[-1]
+        wait_for(lambda: "waits for the database (try 2)" in lab.log("collector"),
+                 "the collector to meet the closed database twice", 120)
+        admin.execute("ALTER DATABASE farm ALLOW_CONNECTIONS true")
+    store = open_store(postgres_server.url)
+    stored = wait_for(lambda: store.results(sub), "the retried result in PostgreSQL", 120)
+    assert len(stored) == 1 and stored[0]["host"]["hostname"] == "pg-w"
+    store.engine.dispose()

@@ -52,9 +52,15 @@ _DB_DOWN = dict(autoretry_for=(InfraError, SQLAlchemyError), retry_backoff=True,
                 max_retries=None)
 
 
-@app.task(name="farm.store", **_DB_DOWN)
-def store(result: dict) -> bool:
-    return COLLECTOR.store(result)
+@app.task(name="farm.store", bind=True, **_DB_DOWN)
+def store(self, result: dict) -> bool:
+    try:
+        return COLLECTOR.store(result)
+    except _DB_DOWN["autoretry_for"] as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        print(f"farm collector: result of {result.get('run_id')} waits for the database "
+              f"(try {self.request.retries + 1}): {first}", flush=True)
+        raise
 
 
 @app.task(name="farm.attach", **_DB_DOWN)
