@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from datetime import timedelta
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def _regressions(store, args) -> int:
     if args.retry:
         from farm.report.retry import retry_awaiting
         for line in retry_awaiting(found, args.jobs_dir):
-            print(line)
+            print(line, file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
     if args.json:
         print(json.dumps([c.to_dict() for c in found], indent=2))
     else:
