@@ -9,9 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 
 from farm.errors import BadInput
+from farm.inputs import load_yaml, read_input
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
 
@@ -26,10 +26,7 @@ def _config() -> dict:
     path = Path(os.environ.get("FARM_CONFIG") or state_dir() / "config.yaml")
     if not path.exists():
         return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise BadInput(f"{path}: not valid YAML: {e}") from None
+    data = load_yaml(read_input(path, "farm config"), str(path)) or {}
     if not isinstance(data, dict):
         raise BadInput(f"{path}: the farm config is a YAML mapping")
     return data

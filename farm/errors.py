@@ -22,22 +22,6 @@ def shown(value, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit - 5]}...{text[-2:]}"
 
 
-def yaml_problem(e: BaseException) -> str:
-    """What yaml.safe_load ran into, in one line. PyYAML's own errors span
-    lines; a scalar it cannot build (a date like 2024-13-45, an int of 5000
-    digits, `!!int` on nothing) escapes as a ValueError, IndexError, KeyError...,
-    and deep nesting as a RecursionError: callers catch Exception around the load."""
-    if isinstance(e, RecursionError):
-        return "not valid YAML: nested too deeply"
-    mark = getattr(e, "problem_mark", None)
-    line = f" (line {mark.line + 1})" if mark else ""
-    problem = getattr(e, "problem", None) or getattr(e, "context", None)
-    if not problem:
-        why = "more than 4300 digits" if "integer string conversion" in str(e) else str(e) or type(e).__name__
-        problem = f"a value that cannot be read ({why})"
-    return f"not valid YAML{line}: {problem}"
-
-
 class FarmError(Exception):
     exit_code = EXIT_INFRA
 

@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
-from farm.errors import BadInput, shown, yaml_problem
+from farm.errors import BadInput, shown
+from farm.inputs import load_yaml, read_input
 
 MAX_DURATION_S = 7 * 24 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -265,22 +265,13 @@ def load_spec(path: str | Path, overrides: dict | None = None, elsewhere: bool =
     """Read and validate a job file; overrides (e.g. from the CLI) win.
     elsewhere: the job will run on other hosts, so CPUs are not checked here."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such job file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
-        raise BadInput(f"{path}: cannot read: {e}") from None
-    return load_spec_text(text, str(path), path.stem, overrides, elsewhere)
+    return load_spec_text(read_input(path, "job file"), str(path), path.stem, overrides, elsewhere)
 
 
 def load_spec_text(text: str, source: str, default_name: str, overrides: dict | None = None,
                    elsewhere: bool = False) -> JobSpec:
     """Validate a job given as YAML text; errors name `source`."""
-    try:
-        data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
-        raise BadInput(f"{source}: {yaml_problem(e)}") from None
+    data = load_yaml(text, source)
     if not isinstance(data, dict):
         raise BadInput(f"{source}: a job is a YAML mapping with at least 'topologies'")
     data = {"name": default_name, **data, **(overrides or {})}

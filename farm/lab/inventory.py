@@ -7,7 +7,9 @@ from pathlib import Path
 
 import yaml
 
-from farm.errors import BadInput, shown, yaml_problem
+from farm.errors import BadInput, shown
+from farm.inputs import load_yaml, read_input
+from farm.spec import HOST
 
 VENDOR_GROUPS = ("intel", "amd")
 FARM_VARS = {
@@ -24,7 +26,6 @@ FARM_VARS = {
 # Host names become directories (collect-crash.yml fetches into <artifacts>/<host>/);
 # farm_* values are written into shell and env lines by provision.yml.
 NAME = re.compile(r"[A-Za-z0-9_:][A-Za-z0-9_.:\[\]-]{0,252}")  # hosts (ranges, IPv6 too) and groups
-_HOSTNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,252}")
 _QUEUE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:*-]{0,199}")
 _PLAIN = re.compile(r"[^\s'\"\\`$;|&<>]+")  # nothing a shell would split, quote or expand
 _ABS_PATH = re.compile(r"/[^\s'\"\\`$;|&<>]*")
@@ -34,7 +35,7 @@ FARM_VAR_RULES = {  # var -> (accepts, what it must be)
                     "a list of queue names"),
     "farm_notes": (lambda v: isinstance(v, (str, int, float)), "text"),
     "farm_root": (lambda v: isinstance(v, str) and _ABS_PATH.fullmatch(v), "an absolute path, no spaces or quotes"),
-    "farm_hostname": (lambda v: isinstance(v, str) and _HOSTNAME.fullmatch(v),
+    "farm_hostname": (lambda v: isinstance(v, str) and HOST.fullmatch(v),
                       "a host name (letters, digits, '.', '_', '-')"),
     "farm_worker": (lambda v: isinstance(v, bool), "true or false"),
     "farm_crash_capture": (lambda v: isinstance(v, bool), "true or false"),
@@ -68,18 +69,8 @@ _UniqueKeys.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map
 
 def load_inventory(path: str | Path) -> dict:
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such inventory") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
-        raise BadInput(f"{path}: cannot read: {e}") from None
-    try:
-        data = yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader subclass)
-    except BadInput as e:
-        raise BadInput(f"{path}: {e}") from None
-    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
-        raise BadInput(f"{path}: {yaml_problem(e)}") from None
+    data = load_yaml(read_input(path, "inventory"), str(path),
+                     lambda text: yaml.load(text, Loader=_UniqueKeys))  # noqa: S506 (a SafeLoader subclass)
     if not isinstance(data, dict) or not isinstance(data.get("all"), dict):
         raise BadInput(f"{path}: an inventory starts with 'all:'")
     return data

@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
 from celery.schedules import ParseException, crontab
 
-from farm.errors import BadInput, shown, yaml_problem
+from farm.errors import BadInput, shown
+from farm.inputs import load_yaml, read_input
 from farm.queue.registry import Registry
 from farm.queue.routing import Selection, parse_where
 from farm.queue.submit import submit
@@ -28,16 +28,7 @@ from farm.spec import HOST, NAME, NAME_RULE, load_spec_text, parse_duration
 def load_schedules(path: str | Path) -> list[dict]:
     """Validated entries, each with the job's text read in."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise BadInput(f"{path}: no such schedules file") from None
-    except (OSError, UnicodeDecodeError, ValueError) as e:  # ValueError: a NUL in the path
-        raise BadInput(f"{path}: cannot read: {e}") from None
-    try:
-        data = yaml.safe_load(text)
-    except Exception as e:  # noqa: BLE001 (PyYAML's constructors raise anything; see yaml_problem)
-        raise BadInput(f"{path}: {yaml_problem(e)}") from None
+    data = load_yaml(read_input(path, "schedules file"), str(path))
     if not isinstance(data, dict) or not isinstance(data.get("schedules"), list):
         raise BadInput(f"{path}: expected a mapping with a 'schedules' list")
     entries, names = [], set()

@@ -9,18 +9,12 @@ from __future__ import annotations
 import fnmatch
 from pathlib import Path
 
-import yaml
-
 from farm.errors import BadInput
+from farm.inputs import load_yaml, read_input
 
 
 def load_known(path: Path) -> list[tuple[str, str | None, str | None]]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise BadInput(f"{path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise BadInput(f"{path}: not valid YAML: {str(e).splitlines()[0]}") from None
+    data = load_yaml(read_input(path, "known-issues file"), str(path))
     if data is None:
         return []
     if not isinstance(data, list):
