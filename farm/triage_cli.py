@@ -109,16 +109,20 @@ def _triage(args) -> int:
     return EXIT_PASS
 
 
+def _sig_json(s) -> dict:
+    return {"id": s.id, "signature": s.text, "kind": s.kind, "status": s.status, "count": s.count,
+            "first_seen": s.first_seen.isoformat(), "last_seen": s.last_seen.isoformat(),
+            "link": s.link, "note": s.note}
+
+
 def _signature(store, args) -> int:
     from farm.report.signatures import find_signature, where
     w = where(store, find_signature(store, args.signature))
     sig = w.signature
     if args.json:
-        print(json.dumps({"id": sig.id, "signature": sig.text, "kind": sig.kind, "status": sig.status,
-                          "count": sig.count, "first_seen": sig.first_seen.isoformat(),
-                          "last_seen": sig.last_seen.isoformat(), "first_kernel": w.first_kernel,
-                          "last_kernel": w.last_kernel, "hosts": w.hosts, "split": w.split(),
-                          "classes": [c.__dict__ for c in w.classes]}, indent=2))
+        print(json.dumps({**_sig_json(sig), "first_kernel": w.first_kernel, "last_kernel": w.last_kernel,
+                          "hosts": w.hosts, "split": w.split(), "classes": [c.__dict__ for c in w.classes]},
+                         indent=2))
         return EXIT_PASS
     print(f"#{sig.id} {sig.text}  [{sig.status}]" + (f"  {sig.link}" if sig.link else ""))
     print(f"  {w.split()}")
@@ -142,9 +146,7 @@ def _signatures(store, args) -> int:
         store.set_status(int(ref.lstrip("#")), status)
     sigs = signatures(store)
     if args.json:
-        print(json.dumps([{"id": s.id, "signature": s.text, "kind": s.kind, "status": s.status, "count": s.count,
-                           "first_seen": s.first_seen.isoformat(), "last_seen": s.last_seen.isoformat(),
-                           "link": s.link, "note": s.note} for s in sigs], indent=2))
+        print(json.dumps([_sig_json(s) for s in sigs], indent=2))
         return EXIT_PASS
     for s in sigs:
         print(f"#{s.id:<4} {s.status:6} {s.count:6}  {s.last_seen:%Y-%m-%d}  {s.text}")
