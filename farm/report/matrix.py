@@ -49,12 +49,14 @@ class Cell:
                 "status": self.status, **self.counts}
 
 
-def matrix(store: Store, job: str | None = None) -> list[Cell]:
+def matrix(store: Store, job: str | None = None, hw_class: str | None = None) -> list[Cell]:
     """Every (job, hw_class, kernel) that ran, sorted by job, class and kernel."""
     q = (select(Run.job, Run.hw_class, Run.kernel, Run.vendor, Run.outcome, func.count())
          .group_by(Run.job, Run.hw_class, Run.kernel, Run.vendor, Run.outcome))
     if job:
         q = q.where(Run.job == job)
+    if hw_class:
+        q = q.where(Run.hw_class == hw_class)
     cells: dict[tuple, Cell] = {}
     with store.session() as s:
         for j, cls, kernel, vendor, outcome, n in s.execute(q):

@@ -32,9 +32,9 @@ class Candidate:
         return dict(self.__dict__)
 
 
-def regressions(store: Store, job: str | None = None) -> list[Candidate]:
+def regressions(store: Store, job: str | None = None, hw_class: str | None = None) -> list[Candidate]:
     by_series: dict[tuple[str, str], list] = {}
-    for cell in matrix(store, job):
+    for cell in matrix(store, job, hw_class):
         by_series.setdefault((cell.job, cell.hw_class), []).append(cell)
     out = []
     for (j, cls), cells in sorted(by_series.items()):

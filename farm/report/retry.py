@@ -54,8 +54,11 @@ def auto_retry(app, reg, store, result: dict) -> str | None:
     """After a failing result: if its job, class and kernel became a
     candidate awaiting retry, send the same spec to another host once."""
     h = result.get("host") or {}
-    found = next((c for c in regressions(store, result.get("job")) if c.state == "awaiting-retry"
-                  and c.hw_class == h.get("hw_class") and c.kernel == h.get("kernel")), None)
+    if not h.get("hw_class"):
+        return None
+    # only this result's class: the collector does this for every failure
+    found = next((c for c in regressions(store, result.get("job"), h.get("hw_class"))
+                  if c.state == "awaiting-retry" and c.kernel == h.get("kernel")), None)
     sub = reg.submission(result.get("submission") or "")
     if found is None or not sub or "spec" not in sub:
         return None
