@@ -86,3 +86,17 @@ def test_a_worker_runs_custom_programs_only_where_its_config_allows(lab, job_fil
     assert allowed.returncode == 0, allowed.stdout + allowed.stderr + lab.log("worker-strict")
     [r] = lab.stored(allowed.stdout.split()[0])
     assert r["verdict"] == "pass" and r["stats"]["tail_calls_verified"] > 0
+
+
+def test_clang_compiles_a_custom_source_under_the_resource_limits(monkeypatch):
+    """With a 4 KiB file-size limit the object (about 17 KiB) cannot be
+    written: the limits reach clang itself. Unlimited, the same source compiles
+    (test above)."""
+    import resource
+
+    from farm.bpf import custom
+    from farm.bpf.loader import LoadError
+    monkeypatch.setitem(custom.LIMITS, resource.RLIMIT_FSIZE, 4096)
+    with pytest.raises(LoadError, match="clang failed on the custom source"):
+        with custom.custom_object("direct-main", CORPUS, ["-O2", "-g", "-target", "bpf", "-DFARM_SLOTS=1"]):
+            pass
