@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, wait_for
 from leaks import PIN_ROOT, leaks, snapshot
 
 
@@ -25,6 +25,8 @@ def test_the_leak_check_reports_a_pin_a_process_and_a_temp_dir():
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)", "redis-server"])
     tmp = tempfile.mkdtemp(prefix="farm-leakcheck-")
     try:
+        # until the child has exec'd, /proc shows pytest's own command line
+        wait_for(lambda: b"redis-server" in Path(f"/proc/{proc.pid}/cmdline").read_bytes(), "the exec", 30)
         found = "\n".join(leaks(before))
         assert f"pinned: {pin}" in found
         assert f"process {proc.pid}: " in found and "redis-server" in found
