@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-
 from farm.errors import BadInput
 from farm.inputs import load_yaml, read_input
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+# the checkout farm runs from: guests mount it, Ansible copies it to hosts
+REPO = Path(__file__).resolve().parent.parent
+PLAYBOOKS = REPO / "playbooks"
 
 
 def state_dir() -> Path:

@@ -6,6 +6,8 @@ Findings of the thing under test are not exceptions: they travel in the Result (
 """
 
 EXIT_PASS, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
+# a result's verdict as the exit code of the command that ran or followed it
+VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FINDINGS, "error": EXIT_INFRA}
 
 
 def one_line(text: str) -> str:

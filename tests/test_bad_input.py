@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, currently_in_test_context, event, example, g
 from hypothesis import strategies as st
 
 from farm.errors import BadInput
-from farm.job import new_run_id
-from farm.lab.inventory import check_inventory, hosts_by_group, load_inventory
+from farm.host_run import new_run_id
+from farm.hosts.inventory import check_inventory, hosts_by_group, load_inventory
 from farm.queue.schedules import beat_schedule, load_schedules
 from farm.spec import JobSpec, load_spec, load_spec_text
 
@@ -367,7 +367,7 @@ def test_schedules_unreadable(scratch):
     one_clear_line(e.value, str(scratch))
 
 
-# --- the inventory (farm/lab/inventory.py) ------------------------------------------
+# --- the inventory (farm/hosts/inventory.py) ------------------------------------------
 
 SAFE_VALUE = re.compile(r"[^\s'\"\\`$]+")
 

@@ -431,7 +431,7 @@ def test_an_unreadable_taint_mask_is_an_infra_error(tmp_path):
 
 
 def test_a_panic_on_a_guest_console_is_a_kernel_oops_with_a_stable_signature():
-    from farm.lab.virtual import console_records
+    from farm.guests.qemu import console_records
     text = (FIXTURES.parent / "console" / "sysrq-panic-6.1.txt").read_text()
     findings = classify(console_records(text))
     assert [(f.kind, f.signature) for f in findings] == [

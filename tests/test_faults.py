@@ -245,7 +245,7 @@ def test_a_kernel_log_that_loses_our_marker_is_an_infra_error(job_file, tmp_path
     """/dev/kmsg reads fine but our own end marker never comes back (here:
     markers are dropped): nothing proves the log was followed to the end."""
     job = spec(job_file, "kmsg-no-marker")
-    drop_markers = ("import sys, farm.job; farm.job.write_marker = lambda *a, **k: None; "
+    drop_markers = ("import sys, farm.host_run; farm.host_run.write_marker = lambda *a, **k: None; "
                     "from farm.cli import main; sys.exit(main(sys.argv[1:]))")
     proc, r = farm_run(job, tmp_path, cmd=[sys.executable, "-c", drop_markers])
     assert_recorded_error(proc, r, "kernel log: our end marker never came back", "the kmsg check did not run")

@@ -53,7 +53,7 @@ def test_no_pickle_no_shell_no_unsafe_yaml(path):
 def test_the_unique_keys_loader_is_a_safe_loader():
     import yaml
 
-    from farm.lab.inventory import _UniqueKeys
+    from farm.hosts.inventory import _UniqueKeys
     assert issubclass(_UniqueKeys, yaml.SafeLoader)
     with pytest.raises(yaml.constructor.ConstructorError):
         yaml.load("!!python/object/apply:os.system ['true']", Loader=_UniqueKeys)

@@ -23,7 +23,7 @@ def lab_run(tmp_path, job_file, cpu_model, extra_env=None):
 
 
 def guest_kernel_release() -> str:
-    from farm.lab.virtual import resolve_kernel
+    from farm.guests.qemu import resolve_kernel
     return resolve_kernel().release
 
 
@@ -53,7 +53,7 @@ def test_a_guest_kernel_crash_mid_job_is_a_kernel_oops_and_one_host_lost(tmp_pat
 
 def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
     import sys
-    code = "from farm.lab.virtual import resolve_kernel, initramfs; print(initramfs(resolve_kernel()))"
+    code = "from farm.guests.qemu import resolve_kernel, initramfs; print(initramfs(resolve_kernel()))"
     env = {**os.environ, "FARM_STATE_DIR": str(tmp_path / "state")}
     paths = {subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
                             text=True, check=True).stdout.strip() for _ in range(2)}

@@ -35,7 +35,7 @@ def vlab(lab, tmp_path):
 
 
 def test_jobs_routed_by_vendor_come_back_with_the_guests_facts(vlab, job_file, tmp_path):
-    from farm.lab.virtual import resolve_kernel
+    from farm.guests.qemu import resolve_kernel
     lab, _, inventory = vlab
     release = resolve_kernel().release
     for vendor, host, want in (("amd", "vm-amd", "AuthenticAMD"), ("intel", "vm-intel", "GenuineIntel")):

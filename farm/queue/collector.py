@@ -53,7 +53,7 @@ class Collector:
     def _retry(self, result: dict) -> None:
         """Retry before regression, by itself; the result is stored whatever
         happens here."""
-        from farm.report.retry import auto_retry
+        from farm.queue.retry import auto_retry
         try:
             said = auto_retry(self.app, self.reg, self.results, result)
         except Exception as e:  # noqa: BLE001 (a retry is a courtesy, never a lost result)

@@ -14,7 +14,7 @@ from farm.facts import probe
 from farm.queue import tasks
 from farm.queue.app import app
 from farm.queue.collector import Collector
-from farm.queue.hostrun import HostContext
+from farm.queue.worker_run import HostContext
 from farm.queue.lost import declare_lost, sweep_unacked
 from farm.queue.registry import HEARTBEAT_EVERY_S, Registry, connect
 from farm.queue.routing import RESULTS_QUEUE, queues_for

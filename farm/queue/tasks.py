@@ -40,7 +40,7 @@ def send_result(result: dict, retry_every_s: float = 1.0) -> None:
 
 @app.task(name="farm.run", bind=True)
 def run(self, payload: dict) -> str:
-    from farm.queue.hostrun import run_here
+    from farm.queue.worker_run import run_here
     outcome = run_here(HOST, payload, self.request.id, send_result)
     print(f"farm worker {HOST.host}: {outcome}", flush=True)
     return outcome

@@ -23,7 +23,7 @@ from farm.spec import JobSpec
 from farm.stress.churn import op_cycle
 from farm.stress.genlog import GenLogs
 from farm.stress.native import FarmStep, churn_lib
-from farm.stress.oracle import Problem, judge_window, slot_universe
+from farm.stress.oracle import Problem, ProblemRecord, judge_window, slot_universe
 
 _ctx = mp.get_context("fork")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -43,16 +43,6 @@ class Progress:
     verified: int
     problems: int
     unjudged: int
-
-
-@dataclass
-class ProblemRecord:
-    """A problem seen in one or more windows of one runner."""
-    first: Problem
-    cpu: int
-    window: tuple[float, float]  # seconds since stress start
-    windows: int = 1
-    count: int = 0
 
 
 @dataclass
@@ -191,7 +181,7 @@ class WindowRunner:
     def _note(self, p: Problem, t0: int, t1: int) -> None:
         self.problems += 1
         count = p.detail.get("count", 1)
-        key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
+        key = p.key()
         rec = self.records.get(key)
         if rec:
             rec.windows += 1

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from farm.bpf.corpus import (C_CANARY_BAD, C_DEPTH, C_ENTRIES, C_FALL, EMPTY, MAX_DEPTH,
                              TARGETS_PER_SLOT, Topology, hit_index, target_id)
+from farm.result import Finding
+from farm.spec import JobSpec
 
 
 @dataclass
@@ -22,6 +24,20 @@ class Problem:
     slot: int | None
     summary: str
     detail: dict
+
+    def key(self) -> tuple:
+        """What makes two problems the same one: merged over windows and CPUs."""
+        return (self.kind, self.topology, self.slot, str(self.detail.get("observed_target")))
+
+
+@dataclass
+class ProblemRecord:
+    """A problem seen in one or more windows of one runner."""
+    first: Problem
+    cpu: int
+    window: tuple[float, float]  # seconds since stress start
+    windows: int = 1
+    count: int = 0
 
 
 @dataclass
@@ -107,3 +123,28 @@ def _hist_text(hist: dict[int, int]) -> str:
 def slot_universe(slot: int) -> set[int]:
     """Everything a slot may ever legitimately hold."""
     return {target_id(slot, k) for k in range(TARGETS_PER_SLOT)} | {EMPTY}
+
+
+def merge_problems(records: list[ProblemRecord], spec: JobSpec) -> list[Finding]:
+    """One finding per (kind, topology, slot, observed), merged over CPUs."""
+    merged: dict[tuple, tuple[ProblemRecord, list[int], int, int]] = {}
+    for r in records:
+        p = r.first
+        key = p.key()
+        if key in merged:
+            first, cpus, windows, count = merged[key]
+            merged[key] = (first, cpus + [r.cpu], windows + r.windows, count + r.count)
+        else:
+            merged[key] = (r, [r.cpu], r.windows, r.count)
+    findings = []
+    for (kind, label, slot, _), (r, cpus, windows, count) in merged.items():
+        topo = label.split("+")[0]
+        fault = next((t.fault for t in spec.topologies if t.name == topo and t.fault), None)
+        findings.append(Finding(
+            kind, f"{kind} in {topo}", r.first.summary, cpu=r.cpu,
+            detail={**r.first.detail, "window_s": [round(x, 6) for x in r.window],
+                    "cpus": sorted(set(cpus)), "windows": windows, "occurrences": count,
+                    "reproduce": {"job": spec.name, "topology": topo, "fault": fault,
+                                  "slots": next(t.slots for t in spec.topologies if t.name == topo),
+                                  "cpu": r.cpu, "repeat": spec.repeat}}))
+    return findings

@@ -1,109 +1,87 @@
-"""The farm's distributed commands: worker, collector, beat, up, submit,
-status, results, hosts."""
+"""The farm's distributed commands (Celery over Redis): worker, collector,
+beat, up, submit, status, results, hosts."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 from farm.config import broker_url, state_dir
-from farm.errors import EXIT_BAD_INPUT, EXIT_PASS, BadInput
+from farm.errors import EXIT_PASS, BadInput
 
 
-def _registry():
+def registry():
     from farm.queue.registry import Registry, connect
     return Registry(connect(broker_url()))
 
 
-def dispatch(args) -> int:
-    cmd = args.command
-    if cmd == "worker":
-        from farm.queue.daemons import run_worker
-        return run_worker()
-    if cmd == "collector":
-        from farm.queue.daemons import run_collector
-        return run_collector()
-    if cmd == "beat":
-        from farm.queue.schedules import run_beat
-        return run_beat(args.schedules, state_dir())
-    if cmd == "up":
-        from farm.queue.up import run_up
-        return run_up(args.schedules, args.bind, args.port)
-    if cmd == "submit":
-        return _submit(args)
-    if cmd == "status":
-        return _status(args)
-    if cmd == "results":
-        return _results(args)
-    if cmd == "hosts":
-        return _hosts(args)
-    if cmd == "lab":
-        return _lab(args)
-    return EXIT_BAD_INPUT
+def add_commands(sub) -> None:
+    sub.add_parser("worker", help="serve this host's queues (vendor, class, host)").set_defaults(handler=_worker)
+    sub.add_parser("collector", help="write results from the results queue; reap lost hosts").set_defaults(
+        handler=_collector)
+    beat = sub.add_parser("beat", help="fire the scheduled lab-wide runs")
+    beat.add_argument("schedules", nargs="?", default="jobs/schedules.yaml")
+    beat.set_defaults(handler=_beat)
+    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector and beat")
+    up.add_argument("--schedules", default="jobs/schedules.yaml")
+    up.add_argument("--bind", metavar="ADDR", help="start redis-server on ADDR (default loopback; "
+                    "beyond loopback it requires a generated password)")
+    up.add_argument("--port", type=int, help="start redis-server on this port (default 6379)")
+    up.set_defaults(handler=_up)
+
+    sm = sub.add_parser("submit", help="queue a job on the lab's matching hosts")
+    sm.add_argument("job")
+    sm.add_argument("--where", default="", help="facts, e.g. vendor=amd,hw_class=amd-zen*")
+    sm.add_argument("--hosts", default="", help="host names, comma separated")
+    sm.add_argument("--all", action="store_true", help="every healthy host")
+    sm.add_argument("--duration", help="override the spec's duration")
+    sm.add_argument("--wait", action="store_true", help="follow the runs; exit with the verdict")
+    sm.add_argument("--json", type=Path, metavar="PATH", help="with --wait: every host's result, as a list")
+    sm.add_argument("--timeout", type=float, default=0, help="with --wait: give up after S seconds")
+    sm.set_defaults(handler=_submit)
+    st = sub.add_parser("status", help="submissions and the state of their runs")
+    st.add_argument("id", nargs="?")
+    st.set_defaults(handler=_status)
+    rs = sub.add_parser("results", help="a submission's results")
+    rs.add_argument("id", nargs="?")
+    rs.add_argument("--json", action="store_true")
+    rs.set_defaults(handler=_results)
+    hs = sub.add_parser("hosts", help="the lab's hosts: facts, health, heartbeat, job")
+    hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
+    hs.add_argument("--json", action="store_true")
+    hs.set_defaults(handler=_hosts)
 
 
-def _inventory(path) -> Path:
-    return Path(path or os.environ.get("FARM_INVENTORY") or "inventory/lab.yml")
+def _worker(args) -> int:
+    from farm.queue.daemons import run_worker
+    return run_worker()
 
 
-def _lab(args) -> int:
-    from farm.lab import provision as lab
-    from farm.lab.inventory import check_inventory
-    sub = args.lab_command
+def _collector(args) -> int:
+    from farm.queue.daemons import run_collector
+    return run_collector()
 
-    def say(line: str) -> None:
-        print(line, flush=True)
-    if sub == "check-inventory":
-        hosts = check_inventory(_inventory(args.inventory))
-        for host, vendor in sorted(hosts.items()):
-            say(f"{host:24} {vendor or '(no vendor group)'}")
-        return EXIT_PASS
-    if sub == "provision":
-        return lab.provision(_inventory(args.inventory), args.limit, say)[0]
-    if sub == "teardown":
-        return lab.teardown(_inventory(args.inventory), args.limit, say)[0]
-    if sub == "facts":
-        code, found = lab.collect_facts(_inventory(args.inventory), args.limit, _registry(), say)
-        for host, f in sorted(found.items()):
-            say(f"{host:24} {f['vendor']:13} {f['hw_class']:22} {f['kernel']:20} ucode {f['microcode']}")
-        return code
-    if sub == "up":
-        from farm.lab.vlab import run_lab_up
-        return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules)
-    if sub == "status":
-        from farm.lab.vlab import lab_status
-        return lab_status(say)
-    if sub == "down":
-        from farm.lab.vlab import lab_down
-        return lab_down(say)
-    if sub == "run":
-        from farm.lab.vrun import lab_run
-        return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
-                       args.duration, args.smp, args.memory, say, args.modules)
-    if sub == "collect-crash":
-        code, path = lab.collect_crash(_inventory(args.inventory), args.host, say)
-        if code == EXIT_PASS:
-            say(str(path))
-        return code
-    return EXIT_BAD_INPUT
+
+def _beat(args) -> int:
+    from farm.queue.schedules import run_beat
+    return run_beat(args.schedules, state_dir())
+
+
+def _up(args) -> int:
+    from farm.queue.up import run_up
+    return run_up(args.schedules, args.bind, args.port)
 
 
 def _submit(args) -> int:
     from farm.queue.app import app
     from farm.queue.routing import parse_where
     from farm.queue.submit import selection_for, submit
-    from farm.spec import load_spec, parse_duration
+    from farm.cli.run import duration_override
+    from farm.spec import load_spec
 
-    overrides = {}
-    if args.duration:
-        try:
-            parse_duration(args.duration)
-        except ValueError as e:
-            raise BadInput(f"--duration: {e}") from None
-        overrides["duration"] = args.duration
+    overrides = duration_override(args.duration or None)
     spec = load_spec(args.job, overrides, elsewhere=True)
     try:
         where = parse_where(args.where)
@@ -111,7 +89,7 @@ def _submit(args) -> int:
         raise BadInput(f"--where: {e}") from None
     hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
     sel = selection_for(spec, where, hosts, args.all)
-    reg = _registry()
+    reg = registry()
     with open(args.job) as f:
         sub = submit(app, reg, spec, f.read(), sel, overrides)
     print(sub["id"])
@@ -146,7 +124,7 @@ def _wait(reg, sub, args) -> int:
 
 def _status(args) -> int:
     from farm.queue.submit import run_states
-    reg = _registry()
+    reg = registry()
     ids = [args.id] if args.id else reg.submissions()
     for sub_id in ids:
         sub = reg.submission(sub_id)
@@ -182,7 +160,7 @@ def _results(args) -> int:
 
 
 def _hosts(args) -> int:
-    reg = _registry()
+    reg = registry()
     if args.release:
         try:
             reg.release(args.release)

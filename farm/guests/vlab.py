@@ -20,13 +20,12 @@ from pathlib import Path
 import yaml
 
 from farm.bpf.loader import cache_dir
-from farm.config import broker_url, state_dir
+from farm.config import REPO, broker_url, state_dir
 from farm.detect.signature import classify
 from farm.errors import BadInput, InfraError
 from farm.result import Finding
-from farm.lab.virtual import CPU_MODELS, console_records, qemu_command, resolve_kernel
+from farm.guests.qemu import CPU_MODELS, console_records, qemu_command, resolve_kernel
 
-REPO = Path(__file__).resolve().parent.parent.parent
 DEFAULT_HOSTS = (f"vm-intel:{CPU_MODELS['intel']}", f"vm-amd:{CPU_MODELS['amd']}")
 SSHD = "/usr/sbin/sshd"
 

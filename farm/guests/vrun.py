@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 
 from farm.bpf.loader import cache_dir
-from farm.config import state_dir
+from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput
-from farm.job import new_run_id
-from farm.lab.virtual import console_records, resolve_kernel, run_in_guest
+from farm.host_run import new_run_id
+from farm.guests.qemu import console_records, resolve_kernel, run_in_guest
 from farm.result import Finding, Result, now_iso
 from farm.spec import load_spec
 
-REPO = Path(__file__).resolve().parent.parent.parent
 BOOT_ALLOWANCE_S = 300  # boot, Python start-up and corpus load under TCG
 # Test-only fault injection: FARM_LAB_FAULT=sysrq-crash crashes the guest's
 # kernel once the job has pinned its programs (the stress is under way).

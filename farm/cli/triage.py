@@ -19,6 +19,7 @@ def add_commands(sub) -> None:
     ing.add_argument("files", nargs="+", type=Path)
     ing.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="the run's artifacts dir (default: the result file's dir if it holds them)")
+    ing.set_defaults(handler=_ingest)
     tr = sub.add_parser("triage", help="job x hw_class x kernel matrix, signatures, regressions")
     tr.add_argument("view", nargs="?", default="matrix", choices=("matrix", "regressions", "signatures"))
     tr.add_argument("--signature", metavar="S", help="where a signature occurs (#id, text or a fragment)")
@@ -29,18 +30,16 @@ def add_commands(sub) -> None:
     tr.add_argument("--retry", action="store_true",
                     help="regressions: submit each awaiting candidate to another host of its class")
     tr.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="with --retry: where job specs are")
+    tr.set_defaults(handler=_triage)
     rp = sub.add_parser("report", help="HTML pages and/or JUnit XML from the database")
     rp.add_argument("--html", type=Path, metavar="DIR")
     rp.add_argument("--junit", type=Path, metavar="FILE")
     rp.add_argument("--submission", help="JUnit: only this submission's runs")
     rp.add_argument("--job", help="JUnit: only this job's runs")
+    rp.set_defaults(handler=_report)
     gc = sub.add_parser("gc", help="drop old artifacts, keep signatures and counts")
     gc.add_argument("--older-than", default="90d", metavar="AGE", help="e.g. 90d, 12w (default 90d)")
-
-
-def dispatch(args) -> int | None:
-    handler = {"ingest": _ingest, "triage": _triage, "report": _report, "gc": _gc}.get(args.command)
-    return handler(args) if handler else None
+    gc.set_defaults(handler=_gc)
 
 
 def _store():
@@ -157,7 +156,7 @@ def _regressions(store, args) -> int:
     from farm.report.regressions import regressions
     found = regressions(store, args.job)
     if args.retry:
-        from farm.report.retry import retry_awaiting
+        from farm.queue.retry import retry_awaiting
         for line in retry_awaiting(found, args.jobs_dir):
             print(line, file=sys.stderr if args.json else sys.stdout)  # --json: stdout is JSON only
     if args.json:

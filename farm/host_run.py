@@ -1,12 +1,11 @@
 """One job on this host, start to finish: the plain function under `farm run`
-(and, later, under the Celery task).
+and under a worker's task (farm.queue.worker_run).
 
     load (bpftool) -> stress (writers, runners, oracle) -> kernel log and
     taint -> Result, with artifacts
 """
 from __future__ import annotations
 
-import errno
 import json
 import secrets
 import time
@@ -24,9 +23,11 @@ from farm.detect.kmsg import KmsgFollower, write_marker
 from farm.detect.signature import classify
 from farm.detect.taint import read_taint, taint_finding
 from farm.errors import FarmError, InfraError
+from farm.artifacts import Artifacts, add_error
 from farm.result import Finding, ProgramInfo, Result, Stats, now_iso
 from farm.spec import JobSpec
-from farm.stress.engine import ProblemRecord, StressOutcome, run_stress
+from farm.stress.engine import StressOutcome, run_stress
+from farm.stress.oracle import merge_problems
 
 
 @dataclass
@@ -94,74 +95,12 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
                 kmsg_error = (f"our end marker never came back through {follower.path}: "
                               "the kernel log was not followed, the kmsg check did not run")
             if kmsg_error:
-                _add_error(result, f"kernel log: {kmsg_error}")
+                add_error(result, f"kernel log: {kmsg_error}")
             result.findings.extend(classify(records))
             arts.write("kmsg", "kmsg.txt", "".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))
     result.duration_s = round(time.monotonic() - t_start, 3)
     arts.finish()
     return result
-
-
-def _add_error(result: Result, text: str) -> None:
-    result.error = f"{result.error}; {text}" if result.error else text
-
-
-class Artifacts:
-    """The run's artifacts directory (None: no artifacts). A write that fails
-    (disk full, read-only, gone) neither ends the run nor loses its result:
-    the partial file is removed, the other writes still try, and finish()
-    makes the failure the result's error (verdict error, exit 3)."""
-
-    def __init__(self, root: Path | None, result: Result):
-        self.root, self.result = root, result
-        self.failed: list[tuple[str, OSError]] = []
-        if root:
-            try:
-                root.mkdir(parents=True, exist_ok=True)
-            except OSError as e:
-                self.failed.append((".", e))
-
-    def write(self, key: str, rel: str, data: str | bytes) -> bool:
-        if not self.root:
-            return False
-        path = self.root / rel
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(data, bytes):
-                path.write_bytes(data)
-            else:
-                path.write_text(data)
-        except OSError as e:
-            self.failed.append((rel, e))
-            try:
-                path.unlink(missing_ok=True)  # a truncated artifact is worse than none
-            except OSError:
-                pass
-            return False
-        self.result.artifacts[key] = rel
-        return True
-
-    def error(self) -> str | None:
-        if not self.failed:
-            return None
-        rel, e = self.failed[0]
-        name = errno.errorcode.get(e.errno, f"errno {e.errno}")
-        more = f" and {len(self.failed) - 1} more" if len(self.failed) > 1 else ""
-        return f"artifacts: cannot write {rel}{more} in {self.root}: {e.strerror} ({name})"
-
-    def finish(self) -> None:
-        """Settle the verdict and write result.json, which lists itself."""
-        if (err := self.error()):
-            _add_error(self.result, err)
-        self.result.settle_verdict()
-        if not self.root:
-            return
-        self.result.artifacts["result"] = "result.json"
-        if not self.write("result", "result.json", json.dumps(self.result.to_dict(), indent=2) + "\n"):
-            del self.result.artifacts["result"]
-            if len(self.failed) == 1:  # the first failure: not in the error yet
-                _add_error(self.result, self.error())
-                self.result.settle_verdict()
 
 
 def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> StressOutcome | None:
@@ -201,38 +140,13 @@ def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
                          updates_per_s=round(o.updates / o.duration_s, 1) if o.duration_s else 0.0,
                          tail_calls_per_s=round(o.verified / o.duration_s, 1) if o.duration_s else 0.0)
     result.stats.windows, result.stats.windows_unjudged = o.windows, o.unjudged
-    result.findings.extend(_merge_problems(o.problems, spec))
+    result.findings.extend(merge_problems(o.problems, spec))
     for text in o.hung:
         result.findings.append(Finding("hang", "hang: stress process", text))
     if o.child_failures:
         result.error = "; ".join(o.child_failures)
     elif o.interrupted:
         result.error = f"interrupted after {o.duration_s:.1f}s"
-
-
-def _merge_problems(records: list[ProblemRecord], spec: JobSpec) -> list[Finding]:
-    """One finding per (kind, topology, slot, observed), merged over CPUs."""
-    merged: dict[tuple, tuple[ProblemRecord, list[int], int, int]] = {}
-    for r in records:
-        p = r.first
-        key = (p.kind, p.topology, p.slot, str(p.detail.get("observed_target")))
-        if key in merged:
-            first, cpus, windows, count = merged[key]
-            merged[key] = (first, cpus + [r.cpu], windows + r.windows, count + r.count)
-        else:
-            merged[key] = (r, [r.cpu], r.windows, r.count)
-    findings = []
-    for (kind, label, slot, _), (r, cpus, windows, count) in merged.items():
-        topo = label.split("+")[0]
-        fault = next((t.fault for t in spec.topologies if t.name == topo and t.fault), None)
-        findings.append(Finding(
-            kind, f"{kind} in {topo}", r.first.summary, cpu=r.cpu,
-            detail={**r.first.detail, "window_s": [round(x, 6) for x in r.window],
-                    "cpus": sorted(set(cpus)), "windows": windows, "occurrences": count,
-                    "reproduce": {"job": spec.name, "topology": topo, "fault": fault,
-                                  "slots": next(t.slots for t in spec.topologies if t.name == topo),
-                                  "cpu": r.cpu, "repeat": spec.repeat}}))
-    return findings
 
 
 def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts) -> None:

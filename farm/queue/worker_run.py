@@ -8,7 +8,7 @@ from pathlib import Path
 
 from farm.config import allow_custom_programs
 from farm.errors import BadInput, FarmError
-from farm.job import RunOptions, run_job
+from farm.host_run import RunOptions, run_job
 from farm.queue.registry import Registry
 from farm.result import Result, now_iso
 from farm.spec import load_spec_text

@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from farm.config import state_dir
+from farm.config import PLAYBOOKS, state_dir
 from farm.errors import InfraError
 
-PLAYBOOKS = Path(__file__).resolve().parent.parent.parent / "playbooks"
 
 
 @dataclass

@@ -7,13 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from farm.config import state_dir
+from farm.config import REPO, state_dir
 from farm.errors import EXIT_INFRA, EXIT_PASS, InfraError
-from farm.lab.ansible import PLAYBOOKS, PlaybookRun, run_playbook
-from farm.lab.hostfacts import facts_from_raw
-from farm.lab.inventory import check_inventory
+from farm.hosts.ansible import PlaybookRun, run_playbook
+from farm.hosts.hostfacts import facts_from_raw
+from farm.hosts.inventory import check_inventory
 
-REPO = PLAYBOOKS.parent
 REPRODUCIBLE_EPOCH = "315532800"  # same sources, same wheel bytes: provision stays idempotent
 
 

@@ -1,0 +1,122 @@
+"""`farm lab ...`: the lab's machines. Real hosts through Ansible
+(check-inventory, provision, facts, collect-crash, teardown; farm.hosts)
+and virtual hosts as QEMU guests (run, up, status, down; farm.guests)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from farm.errors import EXIT_PASS
+
+DEFAULT_KERNEL = "deb:linux-image-amd64"
+
+
+def add_commands(sub) -> None:
+    from farm.cli import Parser
+    lab = sub.add_parser("lab", help="the lab's hosts (Ansible) and guests (QEMU)")
+    lab_sub = lab.add_subparsers(dest="lab_command", required=True, parser_class=Parser)
+
+    # real hosts, through Ansible
+    ci = lab_sub.add_parser("check-inventory", help="validate an inventory")
+    ci.add_argument("inventory", nargs="?", type=Path)
+    ci.set_defaults(handler=_check_inventory)
+    for name, text, handler in (("provision", "provision hosts (playbooks/provision.yml)", _provision),
+                                ("facts", "collect facts into the host registry", _host_facts),
+                                ("teardown", "undo provision", _teardown)):
+        sp = lab_sub.add_parser(name, help=text)
+        sp.add_argument("--inventory", type=Path)
+        sp.add_argument("--limit", help="a host or group")
+        sp.set_defaults(handler=handler)
+    cc = lab_sub.add_parser("collect-crash", help="fetch pstore and the previous boot's log")
+    cc.add_argument("host")
+    cc.add_argument("--inventory", type=Path)
+    cc.set_defaults(handler=_collect_crash)
+
+    # virtual hosts: QEMU guests
+    lu = lab_sub.add_parser("up", help="a virtual lab: QEMU guests each running a farm worker")
+    lu.add_argument("--host", action="append", metavar="NAME:CPU_MODEL",
+                    help="a guest (repeatable); default vm-intel:Icelake-Server and vm-amd:EPYC-Milan")
+    _guest_args(lu)
+    lu.add_argument("--inventory-out", type=Path, default=Path("inventory/virtual.yml"))
+    lu.set_defaults(handler=_guests_up)
+    lab_sub.add_parser("status", help="the virtual lab's guests").set_defaults(handler=_guests_status)
+    lab_sub.add_parser("down", help="stop the virtual lab").set_defaults(handler=_guests_down)
+    lr = lab_sub.add_parser("run", help="run a job in a fresh QEMU guest of a CPU model")
+    lr.add_argument("job")
+    lr.add_argument("--cpu-model", required=True, help="a QEMU CPU model, e.g. EPYC-Milan, Icelake-Server")
+    lr.add_argument("--duration")
+    _guest_args(lr)
+    lr.add_argument("--json", type=Path, metavar="PATH")
+    lr.add_argument("--artifacts", type=Path, metavar="DIR")
+    lr.set_defaults(handler=_guest_run)
+
+
+def _guest_args(p) -> None:
+    p.add_argument("--kernel", default=DEFAULT_KERNEL, help="deb:PACKAGE or a bzImage path")
+    p.add_argument("--modules", help="with --kernel PATH: that kernel's lib/modules/<release> dir")
+    p.add_argument("--smp", type=int, default=2)
+    p.add_argument("--memory", type=int, default=2048, help="MB")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _inventory(path) -> Path:
+    return Path(path or os.environ.get("FARM_INVENTORY") or "inventory/lab.yml")
+
+
+def _check_inventory(args) -> int:
+    from farm.hosts.inventory import check_inventory
+    hosts = check_inventory(_inventory(args.inventory))
+    for host, vendor in sorted(hosts.items()):
+        say(f"{host:24} {vendor or '(no vendor group)'}")
+    return EXIT_PASS
+
+
+def _provision(args) -> int:
+    from farm.hosts.provision import provision
+    return provision(_inventory(args.inventory), args.limit, say)[0]
+
+
+def _teardown(args) -> int:
+    from farm.hosts.provision import teardown
+    return teardown(_inventory(args.inventory), args.limit, say)[0]
+
+
+def _host_facts(args) -> int:
+    from farm.cli.queue import registry
+    from farm.hosts.provision import collect_facts
+    code, found = collect_facts(_inventory(args.inventory), args.limit, registry(), say)
+    for host, f in sorted(found.items()):
+        say(f"{host:24} {f['vendor']:13} {f['hw_class']:22} {f['kernel']:20} ucode {f['microcode']}")
+    return code
+
+
+def _collect_crash(args) -> int:
+    from farm.hosts.provision import collect_crash
+    code, path = collect_crash(_inventory(args.inventory), args.host, say)
+    if code == EXIT_PASS:
+        say(str(path))
+    return code
+
+
+def _guests_up(args) -> int:
+    from farm.guests.vlab import run_lab_up
+    return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules)
+
+
+def _guests_status(args) -> int:
+    from farm.guests.vlab import lab_status
+    return lab_status(say)
+
+
+def _guests_down(args) -> int:
+    from farm.guests.vlab import lab_down
+    return lab_down(say)
+
+
+def _guest_run(args) -> int:
+    from farm.guests.vrun import lab_run
+    return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
+                   args.duration, args.smp, args.memory, say, args.modules)

@@ -1,0 +1,2 @@
+"""Real lab hosts through Ansible: the inventory, provisioning, facts
+collection and crash collection (`farm lab provision|facts|...`)."""

@@ -1,1 +1,0 @@
-"""The lab: inventory, Ansible provisioning, and (later) virtual hosts."""
