@@ -17,7 +17,8 @@ from pathlib import Path
 from farm import facts as facts_mod
 from farm.bpf import jit
 from farm.bpf.corpus import TOPOLOGIES
-from farm.bpf.loader import LoadedTopology, LoadError, ensure_bpffs, load_topology, remove_pins, require_tool
+from farm.bpf.loader import LoadedTopology, ensure_bpffs, load_topology, remove_pins
+from farm.bpf.toolchain import LoadError, require_tool
 from farm.bpf.pins import PinGuard, run_pin_dir, sweep_stale
 from farm.detect.kmsg import KmsgFollower, write_marker
 from farm.detect.signature import classify

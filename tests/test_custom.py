@@ -95,7 +95,7 @@ def test_clang_compiles_a_custom_source_under_the_resource_limits(monkeypatch):
     import resource
 
     from farm.bpf import custom
-    from farm.bpf.loader import LoadError
+    from farm.bpf.toolchain import LoadError
     monkeypatch.setitem(custom.LIMITS, resource.RLIMIT_FSIZE, 4096)
     with pytest.raises(LoadError, match="clang failed on the custom source"):
         with custom.custom_object("direct-main", CORPUS, ["-O2", "-g", "-target", "bpf", "-DFARM_SLOTS=1"]):

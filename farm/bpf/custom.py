@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from farm.bpf.corpus import PROGS_DIR
+from farm.bpf.toolchain import LoadError, require_tool
 from farm.errors import InfraError
 
 MAX_SOURCE_BYTES = 256 * 1024
@@ -79,7 +80,6 @@ def _opened_outside(cmd: list[str], tmp: Path, src: Path) -> bool:
 def custom_object(name: str, source: str, flags: list[str]):
     """Compile `source` in a temp dir; yields the object's path, then removes
     the dir. Raises LoadError (a finding) when it does not compile."""
-    from farm.bpf.loader import LoadError, require_tool
     clang = require_tool("clang")
     problem = source_problem(source)
     if problem:

@@ -2,7 +2,6 @@
 bpftool, pinned under /sys/fs/bpf/farm/<run_id>/."""
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -12,6 +11,9 @@ from pathlib import Path
 from farm.bpf import syscall
 from farm.bpf.corpus import (C_NR, PROGS_DIR, TARGETS_PER_SLOT, Topology,
                              target_id, target_name)
+from farm.bpf.custom import custom_object
+from farm.bpf.toolchain import (BPF_CFLAGS, LoadError, cache_root, cached_build, clang_version,
+                                 content_key, require_tool, slot_defines)
 from farm.errors import InfraError
 
 BPFFS = Path("/sys/fs/bpf")
@@ -19,56 +21,23 @@ FARM_PIN_ROOT = BPFFS / "farm"
 BPF_FS_TYPE = "bpf"
 
 
-class LoadError(InfraError):
-    """The kernel or a tool refused a program: becomes a load-error finding."""
-
-    def __init__(self, message: str, log: str = ""):
-        super().__init__(message)
-        self.log = log
-
-
-def cache_dir() -> Path:
-    base = os.environ.get("FARM_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "farm")
-    return Path(base) / "bpf"
-
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name)
-    if not path:
-        raise InfraError(f"{name} not found on PATH (install it: apt-get install "
-                         f"{'bpftool' if name == 'bpftool' else 'clang llvm'})")
-    return path
-
-
-def _clang_version(clang: str) -> str:
-    return subprocess.run([clang, "--version"], capture_output=True, text=True).stdout
+def bpf_cache_dir() -> Path:
+    return cache_root() / "bpf"
 
 
 def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Path:
     """The object file for this topology variant, compiled once per content."""
     clang = require_tool("clang")
-    defines = [f"-DFARM_SLOTS={slots}"]
-    if fault:
-        defines.append("-DFARM_FAULT_" + fault.upper().replace("-", "_"))
-    flags = ["-O2", "-g", "-target", "bpf", "-I", str(PROGS_DIR),
-             "-I", "/usr/include/x86_64-linux-gnu", *defines]
-    h = hashlib.sha256()
-    for part in (topo.source.read_bytes(), *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.h"))),
-                 " ".join(flags).encode(), _clang_version(clang).encode()):
-        h.update(part)
-    out = cache_dir() / f"{topo.name}-{h.hexdigest()[:16]}.o"
-    if out.exists():
-        return out
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InfraError(f"cannot create the compile cache {out.parent}: {e.strerror}") from None
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    proc = subprocess.run([clang, *flags, "-c", str(topo.source), "-o", str(tmp)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        tmp.unlink(missing_ok=True)
+    flags = [*BPF_CFLAGS, "-I", str(PROGS_DIR), "-I", "/usr/include/x86_64-linux-gnu", *slot_defines(slots, fault)]
+    key = content_key(topo.source.read_bytes(), *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.h"))),
+                      " ".join(flags), clang_version(clang))
+    out = bpf_cache_dir() / f"{topo.name}-{key}.o"
+
+    def build(tmp: Path) -> None:
+        proc = subprocess.run([clang, *flags, "-c", str(topo.source), "-o", str(tmp)],
+                              capture_output=True, text=True)
+        if proc.returncode == 0:
+            return
         # A program that does not compile is a load-error finding; a cache
         # clang cannot write to (disk full, read-only) is the lab's fault.
         # Compiling again to /dev/null tells the two apart.
@@ -78,8 +47,7 @@ def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Pa
                         and not ln.lstrip().startswith("#")), _last_error_line(proc.stderr))
             raise InfraError(f"cannot write the compiled {topo.name} to the cache {out.parent}: {why}")
         raise LoadError(f"clang failed on {topo.source.name}", proc.stderr)
-    tmp.replace(out)  # atomic: concurrent runs never see half a file
-    return out
+    return cached_build(out, build, "compiled BPF objects")
 
 
 def bpffs_mounted(path: Path = BPFFS) -> bool:
@@ -155,8 +123,7 @@ def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path,
         obj = compile_topology(topo, slots, fault)
         _bpftool_loadall(bpftool, topo.name, obj, pin_dir)
     else:
-        from farm.bpf.custom import custom_object
-        with custom_object(topo.name, source, ["-O2", "-g", "-target", "bpf", f"-DFARM_SLOTS={slots}"]) as obj:
+        with custom_object(topo.name, source, [*BPF_CFLAGS, *slot_defines(slots)]) as obj:
             _bpftool_loadall(bpftool, topo.name, obj, pin_dir)
     lt = LoadedTopology(topo, slots, fault, pin_dir, obj)
     try:

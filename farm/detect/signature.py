@@ -36,8 +36,9 @@ _BPF_PROG = re.compile(r"\bbpf_prog_[0-9a-f]{16}(?:_\w+)?")
 _BPF_TRAMPOLINE = re.compile(r"\bbpf_trampoline_\d+")
 _OFFSET = re.compile(r"\+0x[0-9a-f]+(?:/0x[0-9a-f]+)?")
 _MODULE = re.compile(r"\s+\[[\w-]+\]$")
-_COMPILER_SUFFIX = re.compile(
-    r"\.(?:cold|isra|constprop|part|llvm|lto_priv|localalias|specialized|clone)(?:\.\d+)*$|\.\d+$")
+# what GCC and LLVM append to a function they cloned or split: "foo.isra.0"
+_SUFFIX = r"\.(?:cold|isra|constprop|part|llvm|lto_priv|localalias|specialized|clone)(?:\.\d+)*"
+_COMPILER_SUFFIX = re.compile(_SUFFIX + r"$|\.\d+$")
 _TIMESTAMP = re.compile(r"^\s*\[\s*\d+\.\d+\]\s?")
 
 
@@ -63,7 +64,7 @@ _LINE_SUBS: list[tuple[re.Pattern, str]] = [
     (_BPF_PROG, "bpf_prog_*"),
     (_BPF_TRAMPOLINE, "bpf_trampoline_*"),
     (_OFFSET, ""),
-    (re.compile(r"\b(\w+)(?:\.(?:cold|isra|constprop|part|llvm|lto_priv|localalias)(?:\.\d+)*)+\b"), r"\1"),
+    (re.compile(r"\b(\w+)(?:" + _SUFFIX + r")+\b"), r"\1"),
     (re.compile(r"\s*\[#\d+\]"), ""),
     (re.compile(r"\b(?:Not tainted|Tainted: [A-Z ]*[A-Z])(?=\s|$)"), ""),
     (re.compile(r"\b(CPU|PID|UID|TGID)(:\s*)\d+"), r"\1\2N"),

@@ -8,7 +8,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from farm.bpf.loader import cache_dir
+from farm.bpf.toolchain import cache_root
 from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput
@@ -41,7 +41,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         if fault and fault not in FAULTS:
             raise BadInput(f"FARM_LAB_FAULT: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
         script = (FAULTS.get(fault, "") + f"cd {shlex.quote(str(REPO))}\n"
-                  f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_dir().parent))}\n"
+                  f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n"
                   f"exec {shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}\n")
         say(f"booting {cpu_model} with {kernel.release} for {spec.name} ({spec.duration:g}s)")
         run = run_in_guest(script, xchg, cpu_model, kernel, smp=smp, memory_mb=memory_mb,

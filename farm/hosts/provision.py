@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from farm.config import REPO, state_dir
-from farm.errors import EXIT_INFRA, EXIT_PASS, InfraError
+from farm.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, InfraError
 from farm.hosts.ansible import PlaybookRun, run_playbook
 from farm.hosts.hostfacts import facts_from_raw
 from farm.hosts.inventory import check_inventory
@@ -72,5 +72,5 @@ def collect_crash(inventory: Path, host: str, progress=print) -> tuple[int, Path
     run = run_playbook("collect-crash.yml", inventory, host, {"farm_artifacts": str(dest)}, progress)
     if host not in run.hosts:
         progress(f"{host}: not in the inventory")
-        return 2, dest
+        return EXIT_BAD_INPUT, dest
     return _finish(run, progress), dest / host / "crash.tgz"

@@ -3,13 +3,11 @@ on first use, cached by content hash, called through ctypes."""
 from __future__ import annotations
 
 import ctypes
-import hashlib
-import os
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from farm.bpf.loader import cache_dir, require_tool
+from farm.bpf.toolchain import cache_root, cached_build, content_key, require_tool
 from farm.errors import InfraError
 
 SOURCE = Path(__file__).with_name("churn_loop.c")
@@ -25,19 +23,14 @@ class FarmStep(ctypes.Structure):
 def churn_lib() -> ctypes.CDLL:
     clang = require_tool("clang")
     src = SOURCE.read_bytes()
-    out = cache_dir().parent / "native" / f"churn-{hashlib.sha256(src).hexdigest()[:16]}.so"
-    if not out.exists():
-        try:
-            out.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise InfraError(f"cannot create the writer loop's cache dir {out.parent}: {e.strerror}") from None
-        tmp = out.with_suffix(f".{os.getpid()}.tmp")
+    out = cache_root() / "native" / f"churn-{content_key(src)}.so"
+
+    def build(tmp: Path) -> None:
         proc = subprocess.run([clang, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            tmp.unlink(missing_ok=True)
             raise InfraError(f"cannot build the writer loop: {proc.stderr.strip()[:500]}")
-        tmp.replace(out)
+    cached_build(out, build, "the writer loop")
     lib = ctypes.CDLL(str(out))
     lib.farm_churn.restype = ctypes.c_long
     lib.farm_churn.argtypes = (ctypes.POINTER(FarmStep), ctypes.c_long, ctypes.c_int64, ctypes.c_int64,
