@@ -1,76 +1,35 @@
-"""Shared fixtures: run the real `farm` command, write job files, and check
-that nothing a run created is left behind."""
+"""Shared fixtures (job files, a real redis-server, a one-machine lab) and the
+suite-wide check that nothing a run created is left behind. Helpers that
+tests import live in tests/support/."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-PIN_ROOT = Path("/sys/fs/bpf/farm")
-CORPUS_NAMES = {"entry"} | {f"t{s}_{k}" for s in range(4) for k in range(3)}
+from support import loaded_corpus_programs, run_dirs, wait_for
+
+pytest_plugins = ["support.pg"]  # the postgres_server fixture
 
 
-def farm_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "farm.cli", *args]
-
-
-def run_farm(*args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run(farm_cmd(*args), capture_output=True, text=True, timeout=timeout, cwd=REPO)
-
-
-def loaded_corpus_programs(newer_than: int = 0) -> list[tuple[int, str]]:
-    """(id, name) of loaded programs named like the corpus, above an id."""
-    from farm.bpf import syscall
-    found = []
-    for pid in syscall.loaded_prog_ids():
-        if pid <= newer_than:
-            continue
-        try:
-            fd = syscall.prog_fd_by_id(pid)
-        except syscall.BpfError:
-            continue  # freed meanwhile
-        try:
-            info = syscall.prog_info(fd)[0]
-        finally:
-            os.close(fd)
-        name = info.name.decode()
-        if name in CORPUS_NAMES:
-            found.append((pid, name))
-    return found
-
-
-def wait_for(predicate, what: str, deadline_s: float = 60, step: float = 0.05):
-    """Poll until predicate() is truthy; a deadline, not a timing assertion."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError(f"gave up waiting for {what}")
-
-
-# -- the whole suite leaves nothing behind (tests/leaks.py) --------------------------------
+# -- the whole suite leaves nothing behind (support/leaks.py) --------------------------------
 
 _SUITE_START = None
 
 
 def pytest_sessionstart(session):
     global _SUITE_START
-    from leaks import snapshot
+    from support.leaks import snapshot
     _SUITE_START = snapshot()
 
 
 def pytest_sessionfinish(session, exitstatus):
     """Fail the run if anything a test made is still there at the end:
     programs are freed by RCU, daemons take a moment to exit: wait first."""
-    from leaks import leaks
+    from support.leaks import leaks
     if _SUITE_START is None or getattr(session.config, "workerinput", None) is not None:
         return
     if os.environ.get("FARM_LEAK_CHECK") == "off":  # several suites at once see each other's daemons
@@ -86,10 +45,6 @@ def pytest_sessionfinish(session, exitstatus):
     for line in left:
         write(f"  {line}")
     session.exitstatus = 1
-
-
-def run_dirs() -> list[Path]:
-    return sorted(PIN_ROOT.iterdir()) if PIN_ROOT.is_dir() else []
 
 
 @pytest.fixture
@@ -118,7 +73,7 @@ def no_leaks():
 
 @pytest.fixture
 def redis_server(tmp_path):
-    from lab import RedisServer
+    from support.lab import RedisServer
     server = RedisServer(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -126,7 +81,7 @@ def redis_server(tmp_path):
 
 @pytest.fixture
 def lab(redis_server, tmp_path):
-    from lab import Lab
+    from support.lab import Lab
     state = tmp_path / "state"
     state.mkdir()
     the_lab = Lab(redis_server, state)

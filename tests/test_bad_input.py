@@ -28,13 +28,13 @@ import yaml
 from hypothesis import HealthCheck, currently_in_test_context, event, example, given, settings
 from hypothesis import strategies as st
 
+from farm.config import REPO
 from farm.errors import BadInput
 from farm.host_run import new_run_id
 from farm.hosts.inventory import check_inventory, hosts_by_group, load_inventory
 from farm.queue.schedules import beat_schedule, load_schedules
 from farm.spec import JobSpec, load_spec, load_spec_text
 
-REPO = Path(__file__).resolve().parent.parent
 SMOKE = yaml.safe_load((REPO / "jobs/smoke.yaml").read_text())
 SCHEDULES = yaml.safe_load((REPO / "jobs/schedules.yaml").read_text())
 LAB = yaml.safe_load((REPO / "inventory/lab.yml").read_text())

@@ -8,8 +8,8 @@ import signal
 import subprocess
 from pathlib import Path
 
-from conftest import REPO, farm_cmd, run_dirs, wait_for
-from tests_helpers import children_of
+from support import REPO, farm_cmd, run_dirs, wait_for
+from support import children_of
 
 
 def stress_processes(pid: int) -> list[int]:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import run_farm
+from support import run_farm
 from farm.bpf.corpus import PROGS_DIR
 
 CORPUS = (PROGS_DIR / "direct-main.bpf.c").read_text()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import wait_for
+from support import wait_for
 from farm.detect import kmsg as kmsg_mod
 from farm.detect.kmsg import KmsgFollower, KmsgRecord, parse_record, parse_records, write_marker
 from farm.detect.signature import REPORT_CAP, classify, normalise_function, normalise_line

@@ -8,7 +8,7 @@ import signal
 
 import yaml
 
-from conftest import wait_for
+from support import wait_for
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
@@ -135,8 +135,8 @@ def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
 
     import redis
 
-    from conftest import REPO, farm_cmd
-    from tests_helpers import children_of
+    from support import REPO, farm_cmd
+    from support import children_of
     url = "redis://127.0.0.1:6379/0"
     try:
         redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
@@ -199,7 +199,7 @@ def test_triage_retries_a_candidate_regression_on_another_host_of_its_class(lab,
     passed; --retry runs the job on 'retry-b' (same class, same kernel), a
     real worker, and its pass turns the candidate into a flake."""
     from datetime import datetime
-    from results_lab import base, variant
+    from support.results_lab import base, variant
     lab.collector()
     lab.worker("retry-b", "AuthenticAMD")
     facts = json.loads(lab.farm("hosts", "--json").stdout)["retry-b"]["facts"]
@@ -225,7 +225,7 @@ def test_the_collector_retries_a_new_failure_on_another_host_before_calling_it_a
     collector sends the same spec to auto-b (same class and kernel) by
     itself, and auto-b failing too makes it a regression."""
     from datetime import datetime
-    from results_lab import base, variant
+    from support.results_lab import base, variant
     lab.collector()
     lab.worker("auto-a")
     lab.worker("auto-b")

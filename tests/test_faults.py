@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, farm_cmd, wait_for
+from support import REPO, farm_cmd, wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="farm run and mounts need root")
 

@@ -11,9 +11,9 @@ import sys
 import pytest
 import yaml
 
-from conftest import REPO, farm_cmd, wait_for
-from lab import RedisServer
-from netns import NetnsHost, sh
+from support import REPO, farm_cmd, wait_for
+from support.lab import RedisServer
+from support.netns import NetnsHost, sh
 
 
 def farm(env, *args, timeout=900):

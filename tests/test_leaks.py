@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, wait_for
-from leaks import PIN_ROOT, leaks, snapshot
+from support import REPO, wait_for
+from support.leaks import PIN_ROOT, leaks, snapshot
 
 
 def test_the_leak_check_reports_a_pin_a_process_and_a_temp_dir():

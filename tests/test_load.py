@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from conftest import wait_for
-from lab import submit_noop
+from support import wait_for
+from support.lab import submit_noop
 
 HOSTS = [f"load-{i:02d}" for i in range(20)]
 SUBMISSIONS = 100  # x 20 hosts = 2,000 runs

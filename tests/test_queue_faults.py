@@ -19,9 +19,9 @@ import pytest
 import redis
 import yaml
 
-from conftest import wait_for
-from lab import submit_noop
-from tests_helpers import children_of
+from support import wait_for
+from support.lab import submit_noop
+from support import children_of
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 

@@ -21,7 +21,7 @@ from farm.report.junit import write_junit
 from farm.report.signatures import find_signature, where
 from farm.store import open_store
 from farm.store.ingest import signature_key
-from results_lab import FIXTURES, JOB, NEW, OLD, history
+from support.results_lab import FIXTURES, JOB, NEW, OLD, history
 
 CHROMIUM = Path("/usr/bin/chromium")
 NASTY = '<script>alert("x")</script> & <b>bold</b>'

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import run_dirs, run_farm, wait_for
+from support import run_dirs, run_farm, wait_for
 
 ALL_TOPOLOGIES = [{"name": "direct-main", "slots": 2}, {"name": "direct-subprog", "slots": 2},
                   {"name": "indirect", "slots": 2}, "chain-limit-direct", "chain-limit-indirect",

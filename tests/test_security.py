@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from conftest import REPO, farm_cmd, wait_for
-from netns import NetnsHost, sh
-from tests_helpers import children_of
+from support import REPO, farm_cmd, wait_for
+from support.netns import NetnsHost, sh
+from support import children_of
 
 FARM_SOURCES = sorted((REPO / "farm").rglob("*.py"))
 

@@ -12,8 +12,8 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import MetaData, Table, insert, inspect, select
 
-from conftest import REPO, farm_cmd
-from results_lab import JOB, NEW, OLD, base, history, kernel_finding, variant
+from support import REPO, farm_cmd
+from support.results_lab import JOB, NEW, OLD, base, history, kernel_finding, variant
 from farm.report.matrix import matrix
 from farm.report.regressions import regressions
 from farm.report.signatures import find_signature, where

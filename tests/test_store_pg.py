@@ -14,8 +14,7 @@ from farm.report.signatures import find_signature, signatures, where
 from farm.store import open_store
 from farm.store.db import current_revision
 from farm.store.models import FactsSnapshot, Finding, Host, Run, Signature
-from pg import postgres_server  # noqa: F401  (the fixture)
-from results_lab import JOB, NEW, OLD, history
+from support.results_lab import JOB, NEW, OLD, history
 
 ARRAYMAP_BUG = "kernel BUG in prog_array_map_poke_run"
 PAGE_FAULT = "BUG: unable to handle page fault in bpf_prog_*"
@@ -135,7 +134,7 @@ def test_reopening_a_migrated_database_keeps_the_data(postgres_server):
 
 def test_known_issues_a_fixed_signature_reopens_and_gc(postgres_server, tmp_path):
     from farm.store.known import load_known
-    from results_lab import base, variant
+    from support.results_lab import base, variant
     store = open_store(postgres_server.url)
     ingest(store, history())
     known = tmp_path / "known.yaml"
@@ -228,7 +227,7 @@ def test_a_database_that_refuses_connections_costs_the_collector_no_result(postg
     """The collector writes PostgreSQL; while the database refuses every
     connection the farm.store task retries, and the result lands once the
     database is back."""
-    from conftest import wait_for
+    from support import wait_for
     lab.env["FARM_DB_URL"] = postgres_server.url
     lab.collector()
     lab.worker("pg-w")

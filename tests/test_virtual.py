@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import REPO, farm_cmd
+from support import REPO, farm_cmd
 
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 

@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
+from support import wait_for
 
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 

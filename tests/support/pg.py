@@ -4,7 +4,7 @@ on a free 127.0.0.1 port only (its unix socket in that dir), trust auth, one
 database `farm`. Run as the `postgres` system user when we are root, since
 the postmaster refuses to run as root.
 
-    from pg import postgres_server          # the fixture, in a test module
+    # the postgres_server fixture: tests/conftest.py loads this module as a plugin
 
     def test_x(postgres_server):
         store = open_store(postgres_server.url)

@@ -76,7 +76,7 @@ def snapshot() -> Snapshot:
 
 def leaks(before: Snapshot) -> list[str]:
     """One line per thing left behind since `before`."""
-    from conftest import loaded_corpus_programs
+    from support import loaded_corpus_programs
     found = []
     if PIN_ROOT.is_dir():
         found += [f"pinned: {p}" for p in sorted(PIN_ROOT.iterdir())]

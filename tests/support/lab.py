@@ -12,7 +12,7 @@ from pathlib import Path
 
 import redis
 
-from conftest import REPO, farm_cmd, wait_for
+from support import REPO, farm_cmd, wait_for
 
 
 def free_port() -> int:
