@@ -5,7 +5,7 @@ moments, a task whose run id is a path. Each run ends in exactly one record
 never two.
 
 (A down collector and a worker killed as soon as its run starts, found lost
-by the reaper, are in test_farm.py.)
+by the reaper, are in test_queue.py.)
 """
 from __future__ import annotations
 
