@@ -14,6 +14,8 @@ from farm.bpf.corpus import (C_CANARY_BAD, C_DEPTH, C_ENTRIES, C_FALL, TCC_LIMIT
 from farm.bpf.loader import ensure_bpffs, load_topology, remove_pins
 from farm.stress.oracle import judge_window
 
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
 RUNS = 100
 
 

@@ -22,6 +22,8 @@ def run_custom(job_file, tmp_path, source, **extra):
     return proc, (json.loads(res.read_text()) if res.exists() else None)
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_job_s_own_copy_of_a_topology_runs_and_passes(job_file, tmp_path, no_leaks):
     proc, r = run_custom(job_file, tmp_path, CORPUS.replace("direct-main:", "my direct-main:"))
     assert proc.returncode == 0, proc.stderr + json.dumps(r and r["findings"])
@@ -29,6 +31,8 @@ def test_a_job_s_own_copy_of_a_topology_runs_and_passes(job_file, tmp_path, no_l
     assert {p["name"] for p in r["programs"]} >= {"0-direct-main/entry", "0-direct-main/t0_2"}
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_custom_entry_that_never_tail_calls_is_caught_by_the_oracle(job_file, tmp_path, no_leaks):
     lazy = CORPUS.replace("tail_call_direct(skb, sc->slot);", "/* forgot the tail call */")
     assert lazy != CORPUS
@@ -48,6 +52,8 @@ def test_a_source_that_reaches_for_files_is_bad_input(job_file, tmp_path, source
     assert r is None
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_an_include_hidden_by_a_macro_is_refused_by_the_preprocessor_check(job_file, tmp_path, no_leaks):
     hidden = '#include "farm.h"\n#define F "/etc/passwd"\n#/**/include F\n'
     proc, r = run_custom(job_file, tmp_path, hidden)
@@ -57,6 +63,8 @@ def test_an_include_hidden_by_a_macro_is_refused_by_the_preprocessor_check(job_f
     assert "root:" not in json.dumps(r)  # nothing of the file came back
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_custom_source_that_does_not_compile_is_a_load_error(job_file, tmp_path, no_leaks):
     proc, r = run_custom(job_file, tmp_path, CORPUS + "\nthis is not C;\n")
     assert proc.returncode == 1, proc.stderr
@@ -65,6 +73,8 @@ def test_a_custom_source_that_does_not_compile_is_a_load_error(job_file, tmp_pat
     assert "<src>" in f["detail"]["log"] and "/tmp/" not in f["detail"]["log"]
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_custom_source_with_programs_of_its_own_names_is_a_load_error(job_file, tmp_path, no_leaks):
     extra = CORPUS + '\nSEC("tc")\nint evil_name(struct __sk_buff *skb)\n{\n\treturn 0;\n}\n'
     proc, r = run_custom(job_file, tmp_path, extra)
@@ -72,6 +82,8 @@ def test_a_custom_source_with_programs_of_its_own_names_is_a_load_error(job_file
     assert "unexpected program 'evil_name'" in r["findings"][0]["summary"]
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_worker_runs_custom_programs_only_where_its_config_allows(lab, job_file):
     lab.collector()
     lab.worker("strict")

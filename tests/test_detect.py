@@ -314,6 +314,7 @@ def _texts(follower: KmsgFollower) -> list[str]:
 
 
 @live
+@pytest.mark.root
 def test_the_follower_sees_a_marker_written_into_the_kernel_log():
     marker = f"farm test-detect marker {uuid.uuid4().hex}"
     with KmsgFollower() as follower:
@@ -327,6 +328,7 @@ def test_the_follower_sees_a_marker_written_into_the_kernel_log():
 
 
 @live
+@pytest.mark.root
 def test_only_records_logged_after_start_are_seen():
     before, after = (f"farm test-detect {w} {uuid.uuid4().hex}" for w in ("before", "after"))
     write_marker(before)
@@ -339,6 +341,7 @@ def test_only_records_logged_after_start_are_seen():
 
 
 @live
+@pytest.mark.root
 def test_a_marker_written_just_before_stop_is_not_lost():
     """The engine writes its end marker and stops the follower: stop() reads
     what is left first."""
@@ -351,6 +354,7 @@ def test_a_marker_written_just_before_stop_is_not_lost():
 
 
 @live
+@pytest.mark.root
 def test_a_multi_line_marker_comes_back_as_one_record():
     marker = f"farm test-detect first {uuid.uuid4().hex}\nsecond line"
     with KmsgFollower() as follower:
@@ -387,6 +391,7 @@ def test_records_overwritten_before_they_were_read_are_counted(monkeypatch):
     assert (follower.overruns, follower.lost, follower.gaps) == (1, 28, [(12, 39)])
 
 
+@pytest.mark.root
 def test_write_marker_refuses_what_the_kernel_would_refuse():
     with pytest.raises(ValueError):
         write_marker("x" * 2000)

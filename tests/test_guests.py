@@ -10,6 +10,8 @@ import pytest
 
 from support import REPO, farm_cmd
 
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 
 

@@ -27,6 +27,8 @@ def kinds(result) -> set[str]:
     return {f["kind"] for f in result["findings"]}
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_churn_on_all_cpus_gives_zero_findings_and_a_full_result(job_file, tmp_path, no_leaks):
     proc, r = run_job(job_file, tmp_path, duration="4s", topologies=ALL_TOPOLOGIES)
     assert proc.returncode == 0, proc.stderr + json.dumps(r and r["findings"], indent=1)
@@ -49,6 +51,8 @@ def test_churn_on_all_cpus_gives_zero_findings_and_a_full_result(job_file, tmp_p
     assert (art / next(v for k, v in r["artifacts"].items() if k.endswith("entry.xlated.txt"))).read_text()
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_program_put_into_a_slot_behind_the_oracles_back_is_a_wrong_target(job_file, tmp_path, no_leaks):
     """Another slot's target is forced into slot 0 with bpftool while the
     writer only replaces slowly: runs land there and must be reported."""
@@ -85,6 +89,8 @@ def test_a_program_put_into_a_slot_behind_the_oracles_back_is_a_wrong_target(job
     assert f["detail"]["reproduce"]["topology"] == "direct-main"
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_target_that_breaks_a_canary_is_stack_corruption(job_file, tmp_path, no_leaks):
     proc, r = run_job(job_file, tmp_path, duration="2s",
                       topologies=[{"name": "big-stack", "fault": "break-canary"}])
@@ -93,6 +99,8 @@ def test_a_target_that_breaks_a_canary_is_stack_corruption(job_file, tmp_path, n
     assert r["findings"][0]["signature"] == "stack-corruption in big-stack"
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_chain_that_stops_early_is_a_wrong_tail_call_count(job_file, tmp_path, no_leaks):
     proc, r = run_job(job_file, tmp_path, duration="2s",
                       topologies=[{"name": "chain-limit-direct", "fault": "short-chain"}],
@@ -103,6 +111,8 @@ def test_a_chain_that_stops_early_is_a_wrong_tail_call_count(job_file, tmp_path,
     assert f["detail"]["expected"] == 33 and set(f["detail"]["observed"]) == {"20"}
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_the_same_faulty_chain_passes_when_the_slot_may_be_empty(job_file, tmp_path, no_leaks):
     """Not a finding when the oracle cannot tell it from a delete: the test
     above fails for the right reason."""

@@ -19,7 +19,8 @@ import pytest
 
 from support import REPO, farm_cmd, wait_for
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="farm run and mounts need root")
+pytestmark = [pytest.mark.root, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="farm run and mounts need root")]
 
 TOPO = [{"name": "direct-main", "slots": 2}]
 # a write-only sysfs attribute: open(O_RDONLY) fails with EACCES even for root

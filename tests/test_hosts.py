@@ -15,6 +15,8 @@ from support import REPO, farm_cmd, wait_for
 from support.lab import RedisServer
 from support.netns import NetnsHost, sh
 
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
 
 def farm(env, *args, timeout=900):
     return subprocess.run(farm_cmd(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)

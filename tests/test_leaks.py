@@ -15,6 +15,8 @@ import pytest
 from support import REPO, wait_for
 from support.leaks import PIN_ROOT, leaks, snapshot
 
+pytestmark = [pytest.mark.slow]
+
 
 def test_the_leak_check_reports_a_pin_a_process_and_a_temp_dir():
     before = snapshot()

@@ -8,8 +8,11 @@ import signal
 import subprocess
 from pathlib import Path
 
-from support import REPO, farm_cmd, run_dirs, wait_for
-from support import children_of
+import pytest
+
+from support import REPO, children_of, farm_cmd, run_dirs, wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 
 def stress_processes(pid: int) -> list[int]:

@@ -6,9 +6,12 @@ import json
 import os
 import signal
 
+import pytest
 import yaml
 
 from support import wait_for
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 

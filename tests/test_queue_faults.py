@@ -23,6 +23,8 @@ from support import wait_for
 from support.lab import submit_noop
 from support import children_of
 
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
 

@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from support import wait_for
 from support.lab import submit_noop
+
+pytestmark = [pytest.mark.slow]
 
 HOSTS = [f"load-{i:02d}" for i in range(20)]
 SUBMISSIONS = 100  # x 20 hosts = 2,000 runs

@@ -325,6 +325,8 @@ def test_png_decoder_roundtrip():
     assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0)["first"] >= 1
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_screenshot_shows_the_colours(lab, tmp_path):
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (Debian package chromium)")

@@ -66,6 +66,8 @@ def test_every_serializer_of_the_celery_app_is_json():
     assert list(c.accept_content) == ["json"] and list(c.result_accept_content) == ["json"]
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_a_real_worker_refuses_a_pickled_task(lab, tmp_path):
     """A pickle that would create a file if loaded reaches the worker's queue:
     the file never appears and the worker goes on serving JSON tasks."""
@@ -111,6 +113,8 @@ def outside_host(tmp_path):
         host.down()
 
 
+@pytest.mark.root
+@pytest.mark.slow
 def test_farm_up_beyond_loopback_requires_a_generated_password(outside_host, tmp_path):
     state, port = tmp_path / "state", _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("FARM_BROKER_URL", "FARM_DB_URL")}

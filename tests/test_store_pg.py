@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from datetime import datetime, timedelta
 
+import pytest
 from sqlalchemy import func, select
 
 from farm.report.matrix import matrix
@@ -15,6 +16,8 @@ from farm.store import open_store
 from farm.store.db import current_revision
 from farm.store.models import FactsSnapshot, Finding, Host, Run, Signature
 from support.results_lab import JOB, NEW, OLD, history
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 ARRAYMAP_BUG = "kernel BUG in prog_array_map_poke_run"
 PAGE_FAULT = "BUG: unable to handle page fault in bpf_prog_*"

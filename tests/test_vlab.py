@@ -13,6 +13,8 @@ import pytest
 
 from support import wait_for
 
+pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
+
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 
 
