@@ -1,7 +1,7 @@
 """Hardware facts of one farm host: which CPU, microcode, kernel and mitigations it runs.
 
-The facts decide which queues a host serves, and the ten DESIGN keys travel in every
-result JSON as "host" (see HostFacts.host_json). hw_class() is deliberately a pure
+The facts decide which queues a host serves, and ten of them travel in every
+result JSON as "host" (HostFacts.host_json; docs/architecture.md). hw_class() is deliberately a pure
 function of (vendor, family, model[, stepping]) so the Ansible inventory can compute
 the same class from its own facts.
 """
@@ -62,7 +62,7 @@ class HostFacts:
     cpu_bugs: list[str] = field(default_factory=list)
 
     def host_json(self) -> dict:
-        """The "host" object of a result: exactly the ten DESIGN keys, in DESIGN order."""
+        """The "host" object of a result: exactly the ten HOST_KEYS, in that order."""
         return {k: getattr(self, k) for k in HOST_KEYS}
 
     def to_dict(self) -> dict:

@@ -1,4 +1,5 @@
-"""Result and Finding records, serialised as the schema-1 JSON of DESIGN.md."""
+"""Result and Finding records, serialised as the schema-1 JSON that
+docs/architecture.md describes."""
 from __future__ import annotations
 
 import json
