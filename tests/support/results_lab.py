@@ -22,7 +22,7 @@ from farm.detect.signature import classify
 from farm.facts import hw_class
 from farm.queue.lost import lost_result
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 JOB = "tailcall-subprog-stress"
 OLD, NEW = "6.1.0-56-amd64", "6.6.7"
 T0 = datetime(2026, 9, 1, tzinfo=timezone.utc)
