@@ -17,7 +17,8 @@ from pathlib import Path
 from sqlalchemy import case, select
 
 from farm.report import jitdiff
-from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix, vendor_short
+from farm.facts import vendor_short
+from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix
 from farm.report.regressions import regressions
 from farm.report.signatures import Where, signatures, where
 from farm.store import Store

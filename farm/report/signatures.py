@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import distinct, func, select
 
 from farm.errors import BadInput
-from farm.report.matrix import vendor_short
+from farm.facts import vendor_short
 from farm.store import Store
 from farm.store.models import Finding, Run, Signature
 
