@@ -379,6 +379,66 @@ def count_colours(rows: list[bytes], colours: dict[str, tuple[int, int, int]], t
     return counts
 
 
+def colour_areas(w: int, rows: list[bytes], colours: dict[str, tuple[int, int, int]], tol: int = 6,
+                 min_px: int = 1000) -> dict[str, list[tuple[int, int, int, int, int]]]:
+    """Each named colour's connected areas (4-neighbour) of at least min_px
+    pixels, as sorted (x0, y0, x1, y1, pixels): one per matrix cell, since
+    the cells' 1 px borders keep neighbours apart and their text only makes
+    holes (and anti-aliased specks of a colour stay under min_px)."""
+    seen = set()
+    for row in rows:
+        seen.update(row[i:i + 3] for i in range(0, len(row), 3))
+    name_of = {rgb: name for rgb in seen for name, c in colours.items()
+               if all(abs(v - cv) <= tol for v, cv in zip(rgb, c))}
+    label = {}
+    for y, row in enumerate(rows):
+        for x in range(w):
+            name = name_of.get(row[3 * x:3 * x + 3])
+            if name:
+                label[(x, y)] = name
+    areas: dict[str, list] = {name: [] for name in colours}
+    while label:
+        (x, y), name = label.popitem()
+        todo, box, n = [(x, y)], [x, y, x, y], 0
+        while todo:
+            px, py = todo.pop()
+            n += 1
+            box = [min(box[0], px), min(box[1], py), max(box[2], px), max(box[3], py)]
+            for q in ((px + 1, py), (px - 1, py), (px, py + 1), (px, py - 1)):
+                if label.get(q) == name:
+                    del label[q]
+                    todo.append(q)
+        if n >= min_px:
+            areas[name].append((*box, n))
+    return {name: sorted(a) for name, a in areas.items()}
+
+
+def test_colour_areas_find_each_cell_and_nothing_else():
+    """Drawn here: two green cells behind a 1 px grey border, a red one with
+    dark text in it, a red speck, a near-green cell (within tol) and no
+    orange at all: a missing colour counts zero cells."""
+    white, grey, ink = (255, 255, 255), (187, 187, 187), (34, 34, 34)
+    green, red = html.COLOURS["pass"], html.COLOURS["fail"]
+    img = [[white] * 130 for _ in range(40)]
+
+    def fill(x0, y0, x1, y1, c):
+        for y in range(y0, y1 + 1):
+            img[y][x0:x1 + 1] = [c] * (x1 - x0 + 1)
+    fill(0, 0, 39, 19, green)
+    fill(40, 0, 40, 19, grey)
+    fill(41, 0, 80, 19, green)
+    fill(0, 21, 39, 39, red)
+    fill(10, 25, 29, 30, ink)                       # the cell's text
+    fill(100, 30, 102, 31, red)                     # a speck: no cell
+    fill(90, 0, 129, 19, (50, 200, 60))             # green within tol 6
+    rows = [bytes(v for px in row for v in px) for row in img]
+    areas = colour_areas(130, rows, {k: html.COLOURS[k] for k in ("pass", "fail", "flaky")}, min_px=100)
+    assert areas == {"pass": [(0, 0, 39, 19, 800), (41, 0, 80, 19, 800), (90, 0, 129, 19, 800)],
+                     "fail": [(0, 21, 39, 39, 40 * 19 - 20 * 6)], "flaky": []}
+    assert count_colours(rows, {"pass": green}) == {"pass": 3 * 800}
+    assert count_colours(rows, {"pass": green}, tol=0) == {"pass": 2 * 800}
+
+
 def test_png_decoder_roundtrip():
     """The decoder against a PNG encoded here, row y with filter y % 5."""
     w, h, bpp = 7, 10, 3
@@ -397,10 +457,15 @@ def test_png_decoder_roundtrip():
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     assert png_pixels(png) == (w, h, rows)
-    assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0)["first"] >= 1
+    # the first pixel's colour, (0, 37, 74), occurs nowhere else in the image
+    assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0) == {"first": 1}
 
 
+@pytest.mark.browser
+@pytest.mark.slow
 def test_screenshot_shows_the_colours(lab, tmp_path):
+    """Each matrix cell is one area of its status colour in the rendered
+    page: as many areas of each colour as cells of that status."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (Debian package chromium)")
     _, _, index = lab
@@ -414,12 +479,16 @@ def test_screenshot_shows_the_colours(lab, tmp_path):
     assert shot.is_file(), done.stderr[-2000:]
     w, h, rows = png_pixels(shot.read_bytes())
     assert (w, h) == (1400, 1000)
-    counts = count_colours(rows, {k: html.COLOURS[k] for k in ("pass", "fail", "flaky", "error")})
-    # cells are ~130x40 px: 4 green, 2 red, 1 orange
-    assert counts["pass"] > 4 * 2500, counts
-    assert counts["fail"] > 2 * 2500, counts
-    assert counts["flaky"] > 2500, counts
-    assert counts["error"] == 0, counts  # no errored runs, so no purple
+    statuses = ("pass", "fail", "flaky", "lost", "error")
+    cells = Counter(cls.split()[-1].removeprefix("s-") for cls, _ in Page(index.read_text()).cells.values())
+    assert cells == {"pass": 4, "fail": 2, "flaky": 1, "lost": 1}  # no errored runs: no purple cell
+    areas = colour_areas(w, rows, {k: html.COLOURS[k] for k in statuses})
+    assert {k: len(areas[k]) for k in statuses} == {k: cells[k] for k in statuses}, areas
+    boxes = [a for k in statuses for a in areas[k]]
+    # whole cells: one row height, at least the cells' min-width, mostly colour (text makes holes)
+    assert len({y1 - y0 for _, y0, _, y1, _ in boxes}) == 1, boxes
+    for x0, y0, x1, y1, n in boxes:
+        assert x1 - x0 + 1 >= 110 and n >= 0.7 * (x1 - x0 + 1) * (y1 - y0 + 1), boxes
 
 
 # -- JUnit ------------------------------------------------------------------------
