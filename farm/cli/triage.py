@@ -126,12 +126,12 @@ def _health(store, args) -> int:
         return EXIT_PASS
     from rich.console import Console
     from rich.table import Table
-    t = Table(title=lab.summary())
-    for col in ("hw_class", "host", "runs", "lost", "errored", "last problem", "last seen"):
-        t.add_column(col, justify="right" if col in ("runs", "lost", "errored") else "left")
+    t = Table(title=lab.summary())  # each problem's last time follows, one line each: 80 columns fit
+    for col in ("hw_class", "host", "runs", "lost", "errored", "last seen"):
+        t.add_column(col, justify="right" if col in ("runs", "lost", "errored") else "left", no_wrap=True)
     for h in lab.hosts:
         t.add_row(h.hw_class, h.hostname, str(h.runs), _count(h.lost, "lost"), _count(h.errored, "error"),
-                  _when(h.last_problem), _when(h.last_seen))
+                  _when(h.last_seen))
     console = Console()
     console.print(t)
     for h in lab.hosts:
