@@ -148,7 +148,14 @@ _AMD_RANGES = (
     (0x1a, 0x60, 0x7f, "zen5"),
 )
 
-_PREFIX = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon"}
+# The one table of CPUID vendor ids: queue names, hw_class prefixes and reports use it.
+VENDOR_SHORT = {"GenuineIntel": "intel", "AuthenticAMD": "amd", "HygonGenuine": "hygon"}
+
+
+def vendor_short(vendor_id: str | None) -> str:
+    """The short vendor name: "intel", "amd" or "hygon" for their CPUID vendor
+    ids, any other id lowercased ("centaurhauls"), "unknown" when empty."""
+    return VENDOR_SHORT.get(vendor_id or "") or (vendor_id or "").lower() or "unknown"
 
 
 def hw_class(vendor: str, family: int, model: int, stepping: int | None = None) -> str:
@@ -161,7 +168,7 @@ def hw_class(vendor: str, family: int, model: int, stepping: int | None = None) 
     Unknown CPUs fall back to "<prefix>-f<family>-m<model>" in decimal, prefix being
     intel/amd/hygon, or "unknown" for any other vendor.
     """
-    prefix = _PREFIX.get(vendor, "unknown")
+    prefix = VENDOR_SHORT.get(vendor, "unknown")
     name = None
     if prefix == "intel" and family == 6:
         if model == 0x55:

@@ -14,6 +14,8 @@ FINDING_KINDS = (
     "kernel-oops", "kernel-bug", "kernel-warning", "lockup", "taint", "hang",
     "host-lost", "load-error",
 )
+# About the lab, not the kernel under test (a crash that took the host down is its own finding)
+INFRA_KINDS = frozenset({"host-lost"})
 
 
 def now_iso() -> str:

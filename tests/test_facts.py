@@ -224,3 +224,21 @@ def test_a_malformed_override_is_refused(monkeypatch, bad):
 def test_hostfacts_can_be_built_by_hand():
     h = HostFacts("h", "AuthenticAMD", 23, 49, 0, "AMD EPYC", "0x1", "6.1", "Mitigation", "amd-zen2")
     assert h.to_dict()["vulnerabilities"] == {} and h.host_json()["hw_class"] == "amd-zen2"
+
+
+@pytest.mark.parametrize("vendor_id, short", [
+    ("GenuineIntel", "intel"), ("AuthenticAMD", "amd"), ("HygonGenuine", "hygon"),
+    ("CentaurHauls", "centaurhauls"), ("", "unknown"), (None, "unknown"),
+])
+def test_vendor_short_names(vendor_id, short):
+    assert facts.vendor_short(vendor_id) == short
+
+
+def test_a_hygon_host_is_routed_and_selected_as_hygon():
+    """One vendor table for routing, hw_class and reports: a Hygon host
+    serves vendor.hygon (it was vendor.hygongenuine)."""
+    from farm.queue.routing import Selection, parse_where, queues_for, select_hosts
+    host = {"hostname": "h1", "vendor": "HygonGenuine", "hw_class": hw_class("HygonGenuine", 0x18, 0)}
+    assert queues_for(host) == ["vendor.hygon", "class.hygon-f24-m0", "host.h1"]
+    assert select_hosts({"h1": {"facts": host, "health": "healthy"}},
+                        Selection(parse_where("vendor=hygon"))) == ["h1"]

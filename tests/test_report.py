@@ -11,6 +11,7 @@ import subprocess
 import xml.etree.ElementTree as ET
 import zlib
 from collections import Counter
+from datetime import datetime, timezone
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from farm.report.junit import write_junit
 from farm.report.signatures import find_signature, where
 from farm.store import open_store
 from farm.store.ingest import signature_key
-from support.results_lab import FIXTURES, JOB, NEW, OLD, history
+from support.results_lab import FIXTURES, JOB, NEW, OLD, errored, history, kernel_finding, lost
 
 CHROMIUM = Path("/usr/bin/chromium")
 NASTY = '<script>alert("x")</script> & <b>bold</b>'
@@ -101,14 +102,16 @@ def test_diff_shows_the_changed_code():
     assert "-+0x106:\tcmp $0x3e,%rdi" in d and "++0x100:\tcmp $0x13,%rdi" in d
     # matched on instructions: the shifted tail of the program is context
     assert " +0x1bd:\tjmp ADDR <retbleed_return_thunk>" not in d
-    assert sum(x.startswith("@@") for x in d) >= 3
+    assert [x for x in d if x.startswith("@@")] == [
+        "@@ -1,4 +1,4 @@", "@@ -31,7 +31,7 @@", "@@ -65,19 +65,18 @@", "@@ -87,31 +86,37 @@"]
 
 
 # -- the HTML report --------------------------------------------------------------
 
 
 class Page(HTMLParser):
-    """Matrix cells, links and the text of <pre> blocks of one page."""
+    """Matrix cells, links, table rows (the lab health's by host) and the
+    text of <pre> blocks of one page."""
 
     def __init__(self, text: str):
         super().__init__()
@@ -116,12 +119,18 @@ class Page(HTMLParser):
         self.links: list[str] = []
         self.pre: dict[str, str] = {}
         self.svgs: list[int] = []
-        self._cell = self._pre = None
+        self.rows: list[list[str]] = []      # the <td> texts of each row that has some
+        self.hosts: dict[str, list[str]] = {}  # the lab health's row of each host
+        self._cell = self._pre = self._row = self._td = None
         self._text: list[str] = []
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
+        if tag == "tr":
+            self._row = (a.get("data-host"), [])
+        if tag == "td":
+            self._td = []
         if tag == "td" and "data-kernel" in a:
             self._cell, self._text = ((a["data-hw-class"], a["data-kernel"]), a["class"]), []
         elif tag == "pre":
@@ -134,6 +143,13 @@ class Page(HTMLParser):
             self.svgs[-1] += 1
 
     def handle_endtag(self, tag):
+        if tag == "td" and self._row is not None:
+            self._row[1].append("".join(self._td))
+        if tag == "tr" and self._row and self._row[1]:
+            host, cells = self._row
+            self.rows.append(cells)
+            if host:
+                self.hosts[host] = cells
         if tag == "td" and self._cell:
             (key, cls), self._cell = self._cell, None
             self.cells[key] = (cls, "".join(self._text))
@@ -142,6 +158,8 @@ class Page(HTMLParser):
 
     def handle_data(self, data):
         self._text.append(data)
+        if self._td is not None:
+            self._td.append(data)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +189,10 @@ def test_index_matrix(lab):
     text = index.read_text()
     kernels = [text.index(f"<th>{k}</th>") for k in (OLD, NEW)]
     assert kernels == sorted(kernels)  # kernel_key order, 6.1 before 6.6
-    assert "regression" in text and "awaiting-retry" in text
+    regressions = [r[1:5] for r in page.rows if r[0] == JOB and "→" in r[2]]
+    assert regressions == [["amd-zen2", f"{OLD} → {NEW}", "flaky", "zen2-a"],
+                           ["amd-zen4", f"{OLD} → {NEW}", "regression", "zen4-a"],
+                           ["intel-skylake-sp", f"{OLD} → {NEW}", "awaiting-retry", "skl-a"]]
     assert "http" not in text and "<script" not in text  # self-contained, no script
 
 
@@ -188,7 +209,9 @@ def test_signature_pages(lab):
     out = index.parent
     page = Page(index.read_text())
     sig_pages = {h for h in page.links if h.startswith("sig-")}
-    assert len(sig_pages) == len({f["signature"] for r in runs for f in r["findings"]}) == 4
+    kernel_sigs = {f["signature"] for r in runs for f in r["findings"] if f["kind"] != "host-lost"}
+    assert len(sig_pages) == len(kernel_sigs) == 3
+    assert sorted(sig_pages) == sorted(f"sig-{find_signature(store, t).id}.html" for t in kernel_sigs)
     for href in sig_pages:
         assert (out / href).is_file(), href
 
@@ -196,28 +219,80 @@ def test_signature_pages(lab):
     assert f"sig-{sig.id}.html" in sig_pages
     text = (out / f"sig-{sig.id}.html").read_text()
     split = where(store, sig).split()
-    assert split.startswith("AMD only: 1/4 runs on amd-zen2")
-    assert split in text
+    assert split == "AMD only: 1/4 runs on amd-zen2, 0/4 on amd-zen4, 0/6 on intel-*"
+    assert f"<span class=split>{split}</span>" in text
     sp = Page(text)
     assert "farm: run tailcall-subprog-stress-20261125T125015-69d2a6 start" in sp.pre["kmsg"]
     diff = sp.pre["jitdiff"].splitlines()
     assert "0-chain-limit-direct/t0_0" in text
     assert "++0x6c:\tje +0x106" in diff  # the failing host's code
-    assert any(x.startswith("-") for x in diff[2:]) and any(x.startswith("+") for x in diff[2:])
+    assert diff == jitdiff.diff(listing("pass", "0-chain-limit-direct/t0_0.S"),
+                                listing("fail-tail-call-count", "0-chain-limit-direct/t0_0.S"),
+                                "zen2-b 0-chain-limit-direct/t0_0", "zen2-a 0-chain-limit-direct/t0_0")
 
     bug = Page((out / f"sig-{find_signature(store, 'prog_array_map_poke_run').id}.html").read_text())
     assert bug.pre["kmsg"].startswith("kernel BUG at kernel/bpf/arraymap.c:1106!")
     assert "jitdiff" not in bug.pre  # the same program image on both hosts
 
-    lost = (out / f"sig-{find_signature(store, 'host-lost').id}.html").read_text()
-    assert "No pair available" in lost
+    # a lost host is lab health: no signature page, nowhere among the signatures
+    assert not (out / f"sig-{find_signature(store, 'host-lost').id}.html").exists()
+    signatures = index.read_text().split("<h2>Signatures</h2>")[1].split("<h2>")[0]
+    assert "host-lost" not in signatures and signatures.count("<tr>") == 1 + 3
+
+
+def test_index_lab_health(lab):
+    """The lost icx-a run is in the lab health section, by host, with its
+    host-lost signature; every other host shows none."""
+    store, runs, index = lab
+    page = Page(index.read_text())
+    lost = runs[-1]
+    assert page.hosts["icx-a"] == [
+        "intel-icelake", "icx-a", "3", "1", "0", "2026-09-08 00:15", "2026-09-08 00:15",
+        f"1 lost: icx-a lost during {JOB}: heartbeat stopped (last 2026-09-08 00:15, {lost['run_id']}, "
+        f"kernel {NEW})"]
+    hosts = {r["host"]["hostname"] for r in runs}
+    assert set(page.hosts) == hosts
+    assert {h: row[3:6] for h, row in page.hosts.items() if h != "icx-a"} == \
+        {h: ["0", "0", "–"] for h in hosts - {"icx-a"}}
+    sig = find_signature(store, "host-lost")
+    assert [f"#{sig.id}", "host-lost", "host-lost", "1", "2026-09-08 00:15"] in page.rows
+    assert "lab health: 1 lost and 0 errored runs on 1 of 7 hosts." in index.read_text()
+
+
+def test_lab_health_shows_errored_runs_with_their_error_text(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/farm.db")
+    store.add_many([(r, None, None) for r in history()])
+    at = datetime(2026, 9, 20, tzinfo=timezone.utc)
+    store.add(errored("skl-a", NEW, at, 300, f"kmsg: /dev/kmsg reads end-of-file {NASTY}"))
+    index = html.render(store, tmp_path / "out")
+    text = index.read_text()
+    assert "<script" not in text and "&lt;script&gt;" in text
+    row = Page(text).hosts["skl-a"]
+    assert row[:7] == ["intel-skylake-sp", "skl-a", "3", "0", "1", "2026-09-20 00:00", "2026-09-20 00:00"]
+    assert row[7] == (f"1 error: kmsg: /dev/kmsg reads end-of-file {NASTY} (last 2026-09-20 00:00, "
+                      f"{JOB}-{NEW}-skl-a-300, kernel {NEW})")
+    # the errored run is no failure: skl-a's cell still counts one fail, and one error apart
+    assert Page(text).cells[("intel-skylake-sp", NEW)] == ("cell s-fail", "1 fail 1 error")
+
+
+def test_lab_health_links_the_crash_a_lost_run_carried(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/farm.db")
+    store.add_many([(r, None, None) for r in history()])
+    store.add(lost("zen2-b", NEW, datetime(2026, 9, 20, tzinfo=timezone.utc), 301, "guest kernel died",
+                   crash=[kernel_finding()]))
+    text = html.render(store, tmp_path / "out").read_text()
+    bug = find_signature(store, "prog_array_map_poke_run")
+    row = Page(text).hosts["zen2-b"]
+    assert row[3:5] == ["1", "0"] and row[7].endswith(f"kernel {NEW}); carried {bug.text}")
+    zen2b = text.split('<tr data-host="zen2-b">')[1].split("</tr>")[0]
+    assert f'carried <a href="sig-{bug.id}.html">{bug.text}</a>' in zen2b
 
 
 def test_signature_page_states_identical_code(lab):
     store, _, index = lab
     sig = find_signature(store, "prog_array_map_poke_run")
     text = (index.parent / f"sig-{sig.id}.html").read_text()
-    assert "AMD only: 2/4 runs on amd-zen4" in text
+    assert "<span class=split>AMD only: 2/4 runs on amd-zen4, 0/4 on amd-zen2, 0/6 on intel-*</span>" in text
     assert "emitted the same jited_sha256" in text
 
 
@@ -304,6 +379,66 @@ def count_colours(rows: list[bytes], colours: dict[str, tuple[int, int, int]], t
     return counts
 
 
+def colour_areas(w: int, rows: list[bytes], colours: dict[str, tuple[int, int, int]], tol: int = 6,
+                 min_px: int = 1000) -> dict[str, list[tuple[int, int, int, int, int]]]:
+    """Each named colour's connected areas (4-neighbour) of at least min_px
+    pixels, as sorted (x0, y0, x1, y1, pixels): one per matrix cell, since
+    the cells' 1 px borders keep neighbours apart and their text only makes
+    holes (and anti-aliased specks of a colour stay under min_px)."""
+    seen = set()
+    for row in rows:
+        seen.update(row[i:i + 3] for i in range(0, len(row), 3))
+    name_of = {rgb: name for rgb in seen for name, c in colours.items()
+               if all(abs(v - cv) <= tol for v, cv in zip(rgb, c))}
+    label = {}
+    for y, row in enumerate(rows):
+        for x in range(w):
+            name = name_of.get(row[3 * x:3 * x + 3])
+            if name:
+                label[(x, y)] = name
+    areas: dict[str, list] = {name: [] for name in colours}
+    while label:
+        (x, y), name = label.popitem()
+        todo, box, n = [(x, y)], [x, y, x, y], 0
+        while todo:
+            px, py = todo.pop()
+            n += 1
+            box = [min(box[0], px), min(box[1], py), max(box[2], px), max(box[3], py)]
+            for q in ((px + 1, py), (px - 1, py), (px, py + 1), (px, py - 1)):
+                if label.get(q) == name:
+                    del label[q]
+                    todo.append(q)
+        if n >= min_px:
+            areas[name].append((*box, n))
+    return {name: sorted(a) for name, a in areas.items()}
+
+
+def test_colour_areas_find_each_cell_and_nothing_else():
+    """Drawn here: two green cells behind a 1 px grey border, a red one with
+    dark text in it, a red speck, a near-green cell (within tol) and no
+    orange at all: a missing colour counts zero cells."""
+    white, grey, ink = (255, 255, 255), (187, 187, 187), (34, 34, 34)
+    green, red = html.COLOURS["pass"], html.COLOURS["fail"]
+    img = [[white] * 130 for _ in range(40)]
+
+    def fill(x0, y0, x1, y1, c):
+        for y in range(y0, y1 + 1):
+            img[y][x0:x1 + 1] = [c] * (x1 - x0 + 1)
+    fill(0, 0, 39, 19, green)
+    fill(40, 0, 40, 19, grey)
+    fill(41, 0, 80, 19, green)
+    fill(0, 21, 39, 39, red)
+    fill(10, 25, 29, 30, ink)                       # the cell's text
+    fill(100, 30, 102, 31, red)                     # a speck: no cell
+    fill(90, 0, 129, 19, (50, 200, 60))             # green within tol 6
+    rows = [bytes(v for px in row for v in px) for row in img]
+    areas = colour_areas(130, rows, {k: html.COLOURS[k] for k in ("pass", "fail", "flaky")}, min_px=100)
+    assert areas == {"pass": [(0, 0, 39, 19, 800), (41, 0, 80, 19, 800), (90, 0, 129, 19, 800)],
+                     "fail": [(0, 21, 39, 39, 40 * 19 - 20 * 6)], "flaky": []}
+    assert count_colours(rows, {"pass": green}) == {"pass": 3 * 800}
+    assert count_colours(rows, {"pass": green}, tol=0) == {"pass": 2 * 800}
+
+
 def test_png_decoder_roundtrip():
     """The decoder against a PNG encoded here, row y with filter y % 5."""
     w, h, bpp = 7, 10, 3
@@ -322,12 +457,15 @@ def test_png_decoder_roundtrip():
     png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
     assert png_pixels(png) == (w, h, rows)
-    assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0)["first"] >= 1
+    # the first pixel's colour, (0, 37, 74), occurs nowhere else in the image
+    assert count_colours(rows, {"first": tuple(rows[0][:3])}, tol=0) == {"first": 1}
 
 
 @pytest.mark.browser
 @pytest.mark.slow
 def test_screenshot_shows_the_colours(lab, tmp_path):
+    """Each matrix cell is one area of its status colour in the rendered
+    page: as many areas of each colour as cells of that status."""
     if not CHROMIUM.exists():
         pytest.skip("/usr/bin/chromium is not installed (Debian package chromium)")
     _, _, index = lab
@@ -341,12 +479,16 @@ def test_screenshot_shows_the_colours(lab, tmp_path):
     assert shot.is_file(), done.stderr[-2000:]
     w, h, rows = png_pixels(shot.read_bytes())
     assert (w, h) == (1400, 1000)
-    counts = count_colours(rows, {k: html.COLOURS[k] for k in ("pass", "fail", "flaky", "error")})
-    # cells are ~130x40 px: 4 green, 2 red, 1 orange
-    assert counts["pass"] > 4 * 2500, counts
-    assert counts["fail"] > 2 * 2500, counts
-    assert counts["flaky"] > 2500, counts
-    assert counts["error"] == 0, counts  # no errored runs, so no purple
+    statuses = ("pass", "fail", "flaky", "lost", "error")
+    cells = Counter(cls.split()[-1].removeprefix("s-") for cls, _ in Page(index.read_text()).cells.values())
+    assert cells == {"pass": 4, "fail": 2, "flaky": 1, "lost": 1}  # no errored runs: no purple cell
+    areas = colour_areas(w, rows, {k: html.COLOURS[k] for k in statuses})
+    assert {k: len(areas[k]) for k in statuses} == {k: cells[k] for k in statuses}, areas
+    boxes = [a for k in statuses for a in areas[k]]
+    # whole cells: one row height, at least the cells' min-width, mostly colour (text makes holes)
+    assert len({y1 - y0 for _, y0, _, y1, _ in boxes}) == 1, boxes
+    for x0, y0, x1, y1, n in boxes:
+        assert x1 - x0 + 1 >= 110 and n >= 0.7 * (x1 - x0 + 1) * (y1 - y0 + 1), boxes
 
 
 # -- JUnit ------------------------------------------------------------------------
@@ -357,7 +499,7 @@ def test_junit_counts(lab, tmp_path):
     path = write_junit(store, tmp_path / "junit.xml")
     root = ET.parse(path).getroot()
     outcomes = Counter(outcome(r) for r in runs)
-    assert outcomes["pass"] >= 10 and outcomes["fail"] >= 4 and outcomes["lost"] == 1
+    assert outcomes == {"pass": 10, "fail": 4, "lost": 1}
     assert root.tag == "testsuites"
     for el in (root, root.find("testsuite")):
         assert int(el.get("tests")) == len(runs)

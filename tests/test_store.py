@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections import Counter
 from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import MetaData, Table, insert, inspect, select
 
 from support import REPO, farm_cmd
-from support.results_lab import JOB, NEW, OLD, base, history, kernel_finding, variant
+from support.results_lab import JOB, NEW, OLD, base, errored, history, kernel_finding, lost, variant
+from farm.report.health import health
 from farm.report.matrix import matrix
 from farm.report.regressions import regressions
 from farm.report.signatures import find_signature, where
@@ -45,7 +47,7 @@ def test_the_matrix_counts_every_job_class_and_kernel(store):
         ("intel-icelake", OLD): "pass", ("intel-icelake", NEW): "lost",
         ("intel-skylake-sp", OLD): "pass", ("intel-skylake-sp", NEW): "fail"}
     assert m[("intel-icelake", NEW)].counts == {"pass": 2, "fail": 0, "lost": 1, "error": 0}
-    assert m[("amd-zen4", NEW)].counts["fail"] == 2
+    assert m[("amd-zen4", NEW)].counts == {"pass": 0, "fail": 2, "lost": 0, "error": 0}
 
 
 def test_ingest_is_idempotent_and_signatures_dedupe_across_hosts(store):
@@ -69,10 +71,79 @@ def test_a_signature_from_another_host_with_other_addresses_joins_the_same_one(s
 
 
 def test_the_vendor_split_says_amd_only(store):
+    # intel-*: six runs that passed or failed; icx-a's lost run is no clean run
     w = where(store, find_signature(store, "prog_array_map_poke_run"))
-    assert w.split() == "AMD only: 2/4 runs on amd-zen4, 0/4 on amd-zen2, 0/7 on intel-*"
+    assert w.split() == "AMD only: 2/4 runs on amd-zen4, 0/4 on amd-zen2, 0/6 on intel-*"
     w = where(store, find_signature(store, "page fault"))
-    assert w.split().startswith("Intel only: 1/2 runs on intel-skylake-sp")
+    assert w.split() == "Intel only: 1/2 runs on intel-skylake-sp, 0/8 on amd-*, 0/4 on intel-icelake"
+
+
+# -- infrastructure: lost and errored runs are lab health, never kernel findings --------
+
+LATER = datetime(2026, 9, 20)
+K3 = "6.7.0"
+
+
+def test_a_lost_host_is_no_kernel_signature(store):
+    """The history's icx-a lost run made a host-lost signature: it gets no
+    vendor split (it read 'Intel only: 1/5 runs on intel-icelake, 0/8 on amd-*, ...')."""
+    sig = find_signature(store, "host-lost")
+    w = where(store, sig)
+    assert w.split() == "not a kernel signature: host-lost is lab health (farm triage health)"
+    assert w.infra and w.classes == [] and w.vendors_hit == []
+    assert (w.hosts, w.first_kernel, sig.count) == (1, NEW, 1)
+
+
+def test_a_lost_run_counts_in_a_split_only_by_the_crash_it_carried(store):
+    """icx-b lost with the arraymap BUG on its console: the BUG is a kernel
+    signature and that run is one of its hits; icx-a's plain loss is no run."""
+    store.add(lost("icx-b", NEW, LATER, 200, "guest kernel died", crash=[kernel_finding()]))
+    w = where(store, find_signature(store, "prog_array_map_poke_run"))
+    assert w.split() == ("both vendors: 2/4 runs on amd-zen4, 1/5 runs on intel-icelake, "
+                         "0/4 on amd-zen2, 0/2 on intel-skylake-sp")
+    assert find_signature(store, "host-lost").count == 2
+    assert where(store, find_signature(store, "host-lost")).classes == []
+
+
+def test_lost_and_errored_runs_never_make_a_regression(store):
+    # a lost run in a candidate's cell: neither its retry nor its signature
+    store.add(lost("skl-b", NEW, LATER, 201))
+    # a kernel on which icelake was only lost (with a crash) or errored (with a finding)
+    store.add(lost("icx-a", K3, LATER, 202, "guest kernel died", crash=[kernel_finding()]))
+    store.add(errored("icx-b", K3, LATER + timedelta(minutes=1), 203, "stress runner 4 died: signal 9",
+                      [kernel_finding("pagefault-bpf-prog")]))
+    assert cells(store)[("intel-icelake", K3)].counts == {"pass": 0, "fail": 0, "lost": 1, "error": 1}
+    found = {c.hw_class: c for c in regressions(store)}
+    assert {k: c.state for k, c in found.items()} == {"amd-zen4": "regression", "amd-zen2": "flaky",
+                                                     "intel-skylake-sp": "awaiting-retry"}
+    skl = found["intel-skylake-sp"]
+    assert skl.retry_hosts == [] and skl.signatures == ["BUG: unable to handle page fault in bpf_prog_*"]
+
+
+def test_lab_health_lists_lost_and_errored_runs_per_host(store):
+    store.add(errored("skl-a", NEW, LATER, 204, "bpftool not found in PATH"))
+    store.add(errored("skl-a", K3, LATER + timedelta(hours=1), 205, "bpftool not found in PATH"))
+    store.add(lost("zen2-b", NEW, LATER + timedelta(hours=2), 206, "guest kernel died", crash=[kernel_finding()]))
+    lab = health(store)
+    assert [h.hostname for h in lab.hosts] == ["zen2-a", "zen2-b", "zen4-a", "zen4-b", "icx-a", "icx-b", "skl-a"]
+    by = {h.hostname: h for h in lab.hosts}
+    assert {n: (h.runs, h.lost, h.errored) for n, h in by.items() if not h.ok} == {
+        "icx-a": (3, 1, 0), "skl-a": (4, 0, 2), "zen2-b": (3, 1, 0)}
+    [icx] = by["icx-a"].problems
+    assert (icx.outcome, icx.text, icx.runs, icx.kernels, icx.kernel_findings) == (
+        "lost", f"icx-a lost during {JOB}: heartbeat stopped", 1, [NEW], [])
+    assert icx.last == datetime(2026, 9, 8, 0, 15) and icx.last_run == history()[-1]["run_id"]
+    [skl] = by["skl-a"].problems
+    assert (skl.outcome, skl.text, skl.runs, skl.kernels) == ("error", "bpftool not found in PATH", 2, [NEW, K3])
+    assert skl.last == by["skl-a"].last_problem == by["skl-a"].last_seen == LATER + timedelta(hours=1)
+    [zen2] = by["zen2-b"].problems
+    assert zen2.kernel_findings == ["kernel BUG in prog_array_map_poke_run"]  # the crash stays a kernel finding
+    assert [(s.text, s.kind, s.count) for s in lab.infra_signatures] == [("host-lost", "host-lost", 2)]
+    assert [(c.hw_class, c.hosts, c.runs, c.lost, c.errored, c.hosts_with_problems) for c in lab.by_class()] == [
+        ("amd-zen2", 2, 5, 1, 0, 1), ("amd-zen4", 2, 4, 0, 0, 0),
+        ("intel-icelake", 2, 5, 1, 0, 1), ("intel-skylake-sp", 1, 4, 0, 2, 1)]
+    assert lab.summary() == "lab health: 2 lost and 2 errored runs on 3 of 7 hosts"
+    assert [h.hostname for h in health(store, job="no-such-job").hosts] == []
 
 
 def test_a_regression_is_declared_only_after_a_retry_on_another_host_confirms_it(store):
@@ -114,7 +185,7 @@ def test_known_issues_mark_signatures_and_a_fixed_one_reopens(store, tmp_path):
     store.set_status(tcc.id, "fixed")
     store.add(variant(base("fail-tail-call-count"), "zen2-b", NEW, datetime(2026, 10, 2), 102))
     again = find_signature(store, "tail-call-count")
-    assert again.status == "open" and again.note.startswith("reopened 2026-10-02") and again.count == 2
+    assert (again.status, again.note, again.count) == ("open", "reopened 2026-10-02", 2)
 
 
 def test_gc_drops_old_artifacts_and_raw_results_but_keeps_counts(store):
@@ -122,13 +193,20 @@ def test_gc_drops_old_artifacts_and_raw_results_but_keeps_counts(store):
         assert s.scalar(select(Artifact.content).where(Artifact.name == "0-chain-limit-direct/t0_0.S").limit(1))
     before = {k: c.counts for k, c in cells(store).items()}
     done = store.gc(timedelta(days=3), now=datetime(2026, 9, 8))  # the old kernel's runs only
-    assert done["results_trimmed"] == 7 and done["artifacts_removed"] > 0
+    per_run = len(base("pass")["attachments"])  # a JIT listing or two and the kernel log
+    assert per_run == 3
+    assert (done["results_trimmed"], done["artifacts_removed"]) == (7, 7 * per_run)
     assert {k: c.counts for k, c in cells(store).items()} == before
     assert find_signature(store, "prog_array_map_poke_run").count == 2
     with store.session() as s:
-        kept = s.scalars(select(Artifact.run_id)).all()
-    assert kept and all(NEW in run_id for run_id in kept)
-    assert store.result(history()[0]["run_id"]) is None and store.result(history()[-2]["run_id"])
+        kept = Counter(s.scalars(select(Artifact.run_id)).all())
+    new_runs = [r for r in history() if r["host"]["kernel"] == NEW]
+    assert kept == {r["run_id"]: per_run for r in new_runs if r.get("attachments")}
+    assert len(kept) == 7  # the lost run kept none
+    assert store.result(history()[0]["run_id"]) is None
+    skl = history()[-2]  # a new-kernel run keeps its whole result, less what went into artifacts
+    kept_result = store.result(skl["run_id"])
+    assert set(kept_result) == set(skl) - {"attachments"} and kept_result["programs"] == skl["programs"]
 
 
 def test_an_upgrade_from_the_first_schema_keeps_the_history(tmp_path):
@@ -175,15 +253,23 @@ def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
         p.write_text(json.dumps(r))
         files.append(str(p))
     out = farm(tmp_path, "ingest", *files)
-    assert out.returncode == 0 and f"{len(files)} new of {len(files)}" in out.stdout, out.stderr
-    assert "0 new" in farm(tmp_path, "ingest", *files).stdout
+    n = len(files)
+    assert out.returncode == 0 and out.stdout == f"farm ingest: {n} new of {n} results (0 already stored)\n", \
+        out.stderr
+    assert farm(tmp_path, "ingest", *files).stdout == f"farm ingest: 0 new of {n} results ({n} already stored)\n"
     m = json.loads(farm(tmp_path, "triage", "--json").stdout)
+    assert {(c["hw_class"], c["kernel"]): c["status"] for c in m} == {
+        (c.hw_class, c.kernel): c.status for c in matrix(open_store(f"sqlite:///{tmp_path}/cli.db"))}
     assert {(c["hw_class"], c["kernel"]): c["status"] for c in m}[("amd-zen2", NEW)] == "flaky"
     sig = farm(tmp_path, "triage", "--signature", "poke_run")
-    assert "AMD only: 2/4 runs on amd-zen4" in sig.stdout and f"on {NEW}" in sig.stdout, sig.stderr
+    lines = sig.stdout.splitlines()
+    assert lines[1] == "  AMD only: 2/4 runs on amd-zen4, 0/4 on amd-zen2, 0/6 on intel-*", sig.stdout
+    assert lines[2].startswith("  2 findings on 2 hosts;") and lines[2].endswith(f"on {NEW}"), sig.stdout
     reg = farm(tmp_path, "triage", "regressions")
     assert reg.returncode == 1  # a confirmed regression is a finding
-    assert "regression" in reg.stdout and "awaiting-retry" in reg.stdout
+    states = [line.split()[:4:3] for line in reg.stdout.splitlines() if not line.startswith(" ")]
+    assert states == [["flaky", "amd-zen2:"], ["regression", "amd-zen4:"],
+                      ["awaiting-retry", "intel-skylake-sp:"]], reg.stdout
     sigs = json.loads(farm(tmp_path, "triage", "signatures", "--json").stdout)
     tcc = next(s for s in sigs if s["signature"].startswith("tail-call-count"))
     assert farm(tmp_path, "triage", "signatures", "--mark", f"{tcc['id']}=fixed").returncode == 0
@@ -191,6 +277,38 @@ def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
                 if s["id"] == tcc["id"])["status"] == "fixed"
     gc = farm(tmp_path, "gc", "--older-than", "90d")
     assert gc.returncode == 0 and "signatures and counts kept" in gc.stdout
+
+
+@pytest.mark.slow
+def test_lab_health_from_the_command_line(tmp_path):
+    results = [*history(), errored("skl-a", NEW, LATER, 300, "bpftool not found in PATH")]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    assert farm(tmp_path, "ingest", str(path)).returncode == 0
+    m = farm(tmp_path, "triage")
+    assert m.stdout.splitlines()[-1] == ("lab health: 1 lost and 1 errored runs on 2 of 7 hosts "
+                                         "(not kernel findings; see `farm triage health`)"), m.stdout
+    lab = json.loads(farm(tmp_path, "triage", "health", "--json").stdout)
+    assert (lab["lost"], lab["errored"]) == (1, 1)
+    bad = {h["hostname"]: h for h in lab["hosts"] if h["lost"] or h["errored"]}
+    assert sorted(bad) == ["icx-a", "skl-a"]
+    assert [(p["outcome"], p["text"], p["runs"]) for p in bad["skl-a"]["problems"]] == [
+        ("error", "bpftool not found in PATH", 1)]
+    assert bad["skl-a"]["last_seen"] == "2026-09-20T00:00:00"
+    assert [s["text"] for s in lab["infra_signatures"]] == ["host-lost"]
+    raw = farm(tmp_path, "triage", "health").stdout
+    assert "│ intel-skylake-sp │ skl-a  │    3 │    0 │       1 │ 2026-09-20 00:00 │" in raw.splitlines(), raw
+    text = " ".join(raw.split())  # the problem lines as rich wrapped them, unwrapped
+    assert f"icx-a: 1 lost (last 2026-09-08 00:15, {history()[-1]['run_id']}, kernel {NEW}): " \
+           f"icx-a lost during {JOB}: heartbeat stopped skl-a: 1 error (last 2026-09-20 00:00, " \
+           f"{JOB}-{NEW}-skl-a-300, kernel {NEW}): bpftool not found in PATH " \
+           f"infrastructure signature #{lab['infra_signatures'][0]['id']} host-lost: 1 findings, " \
+           "last 2026-09-08 00:15" in text, text
+    sigs = json.loads(farm(tmp_path, "triage", "signatures", "--json").stdout)
+    assert sorted(s["kind"] for s in sigs) == ["kernel-bug", "kernel-oops", "tail-call-count"]
+    one = json.loads(farm(tmp_path, "triage", "--signature", "host-lost", "--json").stdout)
+    assert (one["infra"], one["classes"], one["split"]) == (
+        True, [], "not a kernel signature: host-lost is lab health (farm triage health)")
 
 
 @pytest.mark.parametrize("args, says", [
@@ -209,4 +327,4 @@ def test_a_file_that_is_not_a_result_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"schema": 2}))
     out = farm(tmp_path, "ingest", str(bad))
-    assert out.returncode == 2 and "not a schema-1 farm result" in out.stderr
+    assert out.returncode == 2 and out.stderr == f"farm: {bad}: item 0 is not a schema-1 farm result\n", out.stderr

@@ -20,8 +20,9 @@ def add_commands(sub) -> None:
     ing.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="the run's artifacts dir (default: the result file's dir if it holds them)")
     ing.set_defaults(handler=_ingest)
-    tr = sub.add_parser("triage", help="job x hw_class x kernel matrix, signatures, regressions")
-    tr.add_argument("view", nargs="?", default="matrix", choices=("matrix", "regressions", "signatures"))
+    tr = sub.add_parser("triage", help="job x hw_class x kernel matrix, signatures, regressions, lab health")
+    tr.add_argument("view", nargs="?", default="matrix",
+                    choices=("matrix", "regressions", "signatures", "health"))
     tr.add_argument("--signature", metavar="S", help="where a signature occurs (#id, text or a fragment)")
     tr.add_argument("--job")
     tr.add_argument("--json", action="store_true")
@@ -87,6 +88,8 @@ def _triage(args) -> int:
         return _regressions(store, args)
     if args.view == "signatures":
         return _signatures(store, args)
+    if args.view == "health":
+        return _health(store, args)
     from farm.report.matrix import matrix
     cells = matrix(store, args.job)
     if args.json:
@@ -105,7 +108,49 @@ def _triage(args) -> int:
         t.add_row(c.job, c.hw_class, c.kernel, f"[{style}]{c.status}[/]" if style else c.status,
                   *(str(c.counts[k]) for k in ("pass", "fail", "lost", "error")))
     Console().print(t)
+    from farm.report.health import health
+    lab = health(store, args.job)
+    if lab.lost or lab.errored:
+        print(f"{lab.summary()} (not kernel findings; see `farm triage health`)")
     return EXIT_PASS
+
+
+def _health(store, args) -> int:
+    from farm.report.health import health
+    lab = health(store, args.job)
+    if args.json:
+        print(json.dumps(lab.to_dict(), indent=2))
+        return EXIT_PASS
+    if not lab.hosts:
+        print("no runs stored yet")
+        return EXIT_PASS
+    from rich.console import Console
+    from rich.table import Table
+    t = Table(title=lab.summary())  # each problem's last time follows, one line each: 80 columns fit
+    for col in ("hw_class", "host", "runs", "lost", "errored", "last seen"):
+        t.add_column(col, justify="right" if col in ("runs", "lost", "errored") else "left", no_wrap=True)
+    for h in lab.hosts:
+        t.add_row(h.hw_class, h.hostname, str(h.runs), _count(h.lost, "lost"), _count(h.errored, "error"),
+                  _when(h.last_seen))
+    console = Console()
+    console.print(t)
+    for h in lab.hosts:
+        for p in h.problems:
+            crash = f"; carried {', '.join(p.kernel_findings)}" if p.kernel_findings else ""
+            console.print(f"{h.hostname}: {p.runs} {p.outcome} (last {_when(p.last)}, {p.last_run}, "
+                          f"kernel {', '.join(p.kernels)}): {p.text}{crash}", markup=False, highlight=False)
+    for sig in lab.infra_signatures:
+        print(f"infrastructure signature #{sig.id} {sig.text}: {sig.count} findings, last {_when(sig.last_seen)}")
+    return EXIT_PASS
+
+
+def _count(n: int, outcome: str) -> str:
+    style = STATUS_STYLE[outcome]
+    return f"[{style}]{n}[/]" if n else "0"
+
+
+def _when(t) -> str:
+    return f"{t:%Y-%m-%d %H:%M}" if t else "–"
 
 
 def _sig_json(s) -> dict:
@@ -120,7 +165,8 @@ def _signature(store, args) -> int:
     sig = w.signature
     if args.json:
         print(json.dumps({**_sig_json(sig), "first_kernel": w.first_kernel, "last_kernel": w.last_kernel,
-                          "hosts": w.hosts, "split": w.split(), "classes": [c.__dict__ for c in w.classes]},
+                          "hosts": w.hosts, "infra": w.infra, "split": w.split(),
+                          "classes": [c.__dict__ for c in w.classes]},
                          indent=2))
         return EXIT_PASS
     print(f"#{sig.id} {sig.text}  [{sig.status}]" + (f"  {sig.link}" if sig.link else ""))
@@ -133,7 +179,7 @@ def _signature(store, args) -> int:
 
 
 def _signatures(store, args) -> int:
-    from farm.report.signatures import signatures
+    from farm.report.signatures import is_infra, signatures
     if args.known:
         from farm.store.known import load_known
         n = store.load_known(load_known(args.known))
@@ -143,12 +189,16 @@ def _signatures(store, args) -> int:
         if not ref.lstrip("#").isdigit() or not status:
             raise BadInput("--mark: use ID=STATUS, e.g. 3=fixed")
         store.set_status(int(ref.lstrip("#")), status)
-    sigs = signatures(store)
+    every = signatures(store)
+    sigs = [s for s in every if not is_infra(s)]  # a lost host is lab health, not a kernel signature
     if args.json:
         print(json.dumps([_sig_json(s) for s in sigs], indent=2))
         return EXIT_PASS
     for s in sigs:
         print(f"#{s.id:<4} {s.status:6} {s.count:6}  {s.last_seen:%Y-%m-%d}  {s.text}")
+    infra = [s.text for s in every if is_infra(s)]
+    if infra:
+        print(f"(and {len(infra)} infrastructure signatures, {', '.join(infra)}: see `farm triage health`)")
     return EXIT_PASS
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fnmatch import fnmatch
 
-VENDOR_SHORT = {"GenuineIntel": "intel", "AuthenticAMD": "amd"}
+from farm.facts import vendor_short
+
 RESULTS_QUEUE = "results"
-
-
-def vendor_short(vendor: str) -> str:
-    return VENDOR_SHORT.get(vendor, vendor.lower())
 
 
 def queues_for(host: dict) -> list[str]:

@@ -1,6 +1,7 @@
-"""The static triage report: index.html with the matrix, the regressions,
-the signatures and throughput plots, and one page per signature with where
-it occurs, a kernel-log sample and the JIT diff against a passing host.
+"""The static triage report: index.html with the matrix, the lab's health,
+the regressions, the kernel signatures and throughput plots, and one page
+per kernel signature with where it occurs, a kernel-log sample and the JIT
+diff against a passing host.
 
 Self-contained files (inline CSS and SVG, no script, nothing fetched) so the
 report can be mailed, attached to CI or opened from an artifact store.
@@ -16,10 +17,12 @@ from pathlib import Path
 
 from sqlalchemy import case, select
 
+from farm.facts import vendor_short
 from farm.report import jitdiff
-from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix, vendor_short
+from farm.report.health import Health, health
+from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix
 from farm.report.regressions import regressions
-from farm.report.signatures import Where, signatures, where
+from farm.report.signatures import Where, is_infra, signatures, where
 from farm.store import Store
 from farm.store.models import Artifact, Finding, Host, Run, Signature
 
@@ -49,11 +52,12 @@ pre .file{font-weight:600}
 def render(store: Store, out_dir: Path) -> Path:
     """Write index.html and sig-<id>.html into out_dir; the index's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sigs = signatures(store)
+    sigs = [s for s in signatures(store) if not is_infra(s)]  # infra ones are lab health
     wheres = {s.id: where(store, s) for s in sigs}
     sig_ids = {s.text: s.id for s in sigs}
     body = (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
             f"<h2>Matrix</h2>{_matrix(matrix(store))}"
+            f"<h2>Lab health</h2>{_health(health(store), sig_ids)}"
             f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
             f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
             f"<h2>Throughput</h2>{_throughput(store)}")
@@ -69,8 +73,8 @@ def _page(title: str, body: str) -> str:
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
 
 
-def _table(head: list[str], rows: list[str]) -> str:
-    return ("<table><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
+def _table(head: list[str], rows: list[str], cls: str = "") -> str:
+    return (f"<table{f' class={cls}' if cls else ''}><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
             + "".join(rows) + "</table>")
 
 
@@ -107,6 +111,35 @@ def _matrix(cells: list[Cell]) -> str:
         out.append(f"<tr><th>{esc(cls)}</th>{''.join(tds)}</tr>")
     return ("<table class=matrix><tr><th>job · vendor / class</th>"
             + "".join(f"<th>{esc(k)}</th>" for k in kernels) + "</tr>" + "".join(out) + "</table>")
+
+
+def _health(lab: Health, sig_ids: dict[str, int]) -> str:
+    """Lost and errored runs per host: the lab's trouble, not the kernel's
+    (the kernel signatures they carried link to their pages)."""
+    if not lab.hosts:
+        return "<p>No runs.</p>"
+    head = (f"<p class=health-summary>{esc(lab.summary())}. These are not kernel findings: "
+            "the signature split and the regressions leave them out.</p>")
+    classes = [f"<tr><td>{esc(c.hw_class)}</td><td>{c.hosts}</td><td>{c.runs}</td><td>{c.lost}</td>"
+               f"<td>{c.errored}</td></tr>" for c in lab.by_class()]
+    hosts = []
+    for h in lab.hosts:
+        problems = "<br>".join(
+            f"{p.runs} {esc(p.outcome)}: {esc(p.text)} <span class=muted>(last {_when(p.last)}, "
+            f"{esc(p.last_run)}, kernel {esc(', '.join(p.kernels))})</span>"
+            + (f"; carried {', '.join(_sig_link(k, sig_ids) for k in p.kernel_findings)}"
+               if p.kernel_findings else "")
+            for p in h.problems) or "–"
+        hosts.append(f'<tr data-host="{esc(h.hostname)}"><td>{esc(h.hw_class)}</td><td>{esc(h.hostname)}</td>'
+                     f"<td>{h.runs}</td><td>{h.lost}</td><td>{h.errored}</td><td>{_when(h.last_problem)}</td>"
+                     f"<td>{_when(h.last_seen)}</td><td class=problems>{problems}</td></tr>")
+    infra = [f"<tr><td>#{s.id}</td><td>{esc(s.kind)}</td><td class=infra-sig>{esc(s.text)}</td>"
+             f"<td>{s.count}</td><td>{_when(s.last_seen)}</td></tr>" for s in lab.infra_signatures]
+    return (head + _table(["class", "hosts", "runs", "lost", "errored"], classes)
+            + _table(["class", "host", "runs", "lost", "errored", "last problem", "last seen", "problems"],
+                     hosts, "health")
+            + ("<h3>Infrastructure signatures</h3>"
+               + _table(["id", "kind", "signature", "count", "last seen"], infra) if infra else ""))
 
 
 def _sig_link(text: str, sig_ids: dict[str, int]) -> str:

@@ -17,10 +17,6 @@ def kernel_key(kernel: str) -> tuple:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", kernel) if p)
 
 
-def vendor_short(vendor: str) -> str:
-    return {"GenuineIntel": "intel", "AuthenticAMD": "amd"}.get(vendor, vendor or "?")
-
-
 @dataclass
 class Cell:
     job: str

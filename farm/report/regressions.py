@@ -5,6 +5,9 @@ Retry before regression: one failing host is not enough. The candidate is
 declared a regression only once a run on another host of the same class and
 kernel fails too; if that retry passes the candidate is flaky; until a retry
 exists it waits (and `farm triage regressions --retry` asks for one).
+
+Only failed runs make a candidate: a lost or errored run is the lab's
+trouble (lab health), never a kernel's; nor is a lost host a signature of one.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from farm.report.matrix import kernel_key, matrix
+from farm.result import INFRA_KINDS
 from farm.store import Store
 from farm.store.models import Finding, Host, Run, Signature
 
@@ -56,7 +60,8 @@ def _judge(store: Store, job: str, cls: str, kernel: str, previous: str) -> Cand
         sigs = sorted(set(s.scalars(
             select(Signature.text).join(Finding, Finding.signature_id == Signature.id)
             .join(Run, Run.run_id == Finding.run_id)
-            .where(Run.job == job, Run.hw_class == cls, Run.kernel == kernel))))
+            .where(Run.job == job, Run.hw_class == cls, Run.kernel == kernel,
+                   Finding.kind.not_in(INFRA_KINDS)))))
     retries = [r for r in runs if r.hostname != first.hostname]
     if not retries:
         state = "awaiting-retry"

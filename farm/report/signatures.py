@@ -1,13 +1,20 @@
 """Where a signature occurs: by vendor and hw_class, against every run of the
-jobs it was seen in, and the first and last kernel it was seen on."""
+jobs it was seen in, and the first and last kernel it was seen on.
+
+Only kernel signatures get a split. An infrastructure one (a lost host, see
+farm.result.INFRA_KINDS) says nothing about the kernel and is lab health's
+business; and a run that was lost or errored counts in a split only when it
+carries the signature itself (a crash that took the host down), never as a
+clean run."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import distinct, func, select
+from sqlalchemy import distinct, func, or_, select
 
 from farm.errors import BadInput
-from farm.report.matrix import vendor_short
+from farm.facts import vendor_short
+from farm.result import INFRA_KINDS
 from farm.store import Store
 from farm.store.models import Finding, Run, Signature
 
@@ -29,11 +36,17 @@ class Where:
     hosts: int
 
     @property
+    def infra(self) -> bool:
+        return is_infra(self.signature)
+
+    @property
     def vendors_hit(self) -> list[str]:
         return sorted({vendor_short(c.vendor) for c in self.classes if c.hits})
 
     def split(self) -> str:
         """'AMD only: 12/12 runs on amd-zen4, 0/40 on intel-*'."""
+        if self.infra:
+            return f"not a kernel signature: {self.signature.kind} is lab health (farm triage health)"
         hit = [c for c in self.classes if c.hits]
         vendors = self.vendors_hit
         label = f"{vendors[0].upper() if vendors[0] == 'amd' else vendors[0].capitalize()} only" \
@@ -50,6 +63,11 @@ class Where:
             else:
                 parts.append(f"0/{n} on {v}-*")
         return f"{label}: " + ", ".join(parts)
+
+
+def is_infra(sig: Signature) -> bool:
+    """A finding about the lab (a lost host), not about the kernel under test."""
+    return sig.kind in INFRA_KINDS
 
 
 def find_signature(store: Store, ref: str) -> Signature:
@@ -71,20 +89,22 @@ def find_signature(store: Store, ref: str) -> Signature:
 
 
 def where(store: Store, sig: Signature) -> Where:
+    """Where sig occurs; an infrastructure signature gets no classes."""
     with store.session() as s:
         runs_with = select(Finding.run_id).where(Finding.signature_id == sig.id)
         jobs = select(Run.job).where(Run.run_id.in_(runs_with)).distinct()
         hits = dict(((c, v), n) for c, v, n in s.execute(
             select(Run.hw_class, Run.vendor, func.count(distinct(Run.run_id)))
             .where(Run.run_id.in_(runs_with)).group_by(Run.hw_class, Run.vendor)))
-        totals = s.execute(select(Run.hw_class, Run.vendor, func.count())
-                           .where(Run.job.in_(jobs), Run.outcome.in_(("pass", "fail", "lost")))
-                           .group_by(Run.hw_class, Run.vendor)).all()
+        counted = or_(Run.outcome.in_(("pass", "fail")), Run.run_id.in_(runs_with))
+        totals = [] if is_infra(sig) else s.execute(
+            select(Run.hw_class, Run.vendor, func.count()).where(Run.job.in_(jobs), counted)
+            .group_by(Run.hw_class, Run.vendor)).all()
         ordered = select(Run.kernel).where(Run.run_id.in_(runs_with))
         first = s.scalar(ordered.order_by(Run.started.asc()).limit(1))
         last = s.scalar(ordered.order_by(Run.started.desc()).limit(1))
         hosts = s.scalar(select(func.count(distinct(Run.host_id))).where(Run.run_id.in_(runs_with)))
-    classes = [ClassCount(c, v, hits.get((c, v), 0), max(n, hits.get((c, v), 0))) for c, v, n in totals]
+    classes = [ClassCount(c, v, hits.get((c, v), 0), n) for c, v, n in totals]
     classes.sort(key=lambda c: (-c.hits, vendor_short(c.vendor), c.hw_class))
     return Where(sig, classes, first, last, hosts or 0)
 

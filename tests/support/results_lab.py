@@ -7,7 +7,8 @@ several hosts, classes and kernels.
       amd-zen4       zen4-a fails with the arraymap kernel BUG, zen4-b (the
                      retry) fails the same way            -> regression
       amd-zen2       zen2-a fails tail-call-count, zen2-b passes -> flaky
-      intel-icelake  both pass; icx-a is also lost once
+      intel-icelake  both pass; icx-a is also lost once (a host-lost finding:
+                     the lab's trouble, not the kernel's)
       intel-skylake  skl-a fails (a page fault), no other host yet      -> awaiting retry
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ from farm.detect.kmsg import parse_records
 from farm.detect.signature import classify
 from farm.facts import hw_class
 from farm.queue.lost import lost_result
+from farm.result import Finding
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 JOB = "tailcall-subprog-stress"
@@ -86,8 +88,23 @@ def history() -> list[dict]:
         src = short if findings is None else ok
         out.append(variant(src, h, NEW, at + timedelta(minutes=n), n, findings))
     n += 1
-    lost = lost_result({"run_id": f"{JOB}-{NEW}-icx-a-{n}", "job": JOB, "submission": f"s-{NEW}-{n}",
-                        "started": (at + timedelta(minutes=n)).isoformat()},
-                       host_facts("icx-a", NEW), "heartbeat stopped")
-    out.append(lost)
+    out.append(lost("icx-a", NEW, at + timedelta(minutes=n), n))
     return out
+
+
+def lost(hostname: str, kernel: str, at: datetime, n: int, why: str = "heartbeat stopped",
+         crash: list[dict] = ()) -> dict:
+    """The collector's host-lost result, after the kernel findings of the
+    crash that took the host down (a guest's console, say)."""
+    return lost_result({"run_id": f"{JOB}-{kernel}-{hostname}-{n}", "job": JOB, "submission": f"s-{kernel}-{n}",
+                        "started": at.isoformat()},
+                       host_facts(hostname, kernel), why, [Finding(**f) for f in crash])
+
+
+def errored(hostname: str, kernel: str, at: datetime, n: int, error: str, findings: list[dict] = ()) -> dict:
+    """A run that ended in farm's own failure (verdict error, what broke in
+    `error`), keeping the findings it had made by then, as the engine does."""
+    r = variant(base("pass"), hostname, kernel, at, n, list(findings))
+    r["error"] = error
+    r["verdict"] = "error"
+    return r
