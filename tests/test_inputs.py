@@ -212,6 +212,7 @@ def check_spec_text(text: str, elsewhere: bool = True, overrides: dict | None = 
         assert_valid_spec(spec)
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(YAMLISH, st.booleans())
 @example("a: " + "[" * 1500 + "]" * 1500, True)
@@ -225,6 +226,7 @@ def test_spec_random_text(text, elsewhere):
     check_spec_text(text, elsewhere)
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(mutated(SMOKE), st.booleans())
 def test_spec_mutated(text, elsewhere):
@@ -319,6 +321,7 @@ def check_schedules(scratch: Path, text: str) -> None:
     beat_schedule(entries)  # what run_beat does next must not fail either
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(YAMLISH)
 @example("schedules: [\n")
@@ -331,6 +334,7 @@ def test_schedules_random_text(scratch, text):
     check_schedules(scratch, text)
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(mutated(SCHEDULES))
 def test_schedules_mutated(scratch, text):
@@ -397,6 +401,7 @@ def check_inventory_text(scratch: Path, text: str) -> None:
                 assert SAFE_VALUE.fullmatch(q) and "," not in q
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(YAMLISH)
 @example("all:\n  hosts: [a, b]\n")
@@ -411,6 +416,7 @@ def test_inventory_random_text(scratch, text):
     check_inventory_text(scratch, text)
 
 
+@pytest.mark.slow  # hundreds of generated inputs: the full suite runs these
 @PROPERTY
 @given(mutated(LAB))
 def test_inventory_mutated(scratch, text):
