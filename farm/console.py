@@ -66,6 +66,8 @@ class Console:
         table.add_row("tail calls", f"{s.tail_calls_verified:,} verified ({_rate(s.tail_calls_per_s)}/s), "
                                     f"{s.runs:,} runs in {s.windows:,} windows"
                                     + (f", {s.windows_unjudged} unjudged" if s.windows_unjudged else ""))
+        if result.unverified and result.unverified != result.error:  # a fail's short coverage, or an error's
+            table.add_row("coverage", result.unverified)
         table.add_row("duration", f"{result.duration_s:.1f}s")
         table.add_row("artifacts", str(artifacts))
         self.out.print(table)

@@ -25,7 +25,7 @@ from farm.detect.signature import classify
 from farm.detect.taint import read_taint, taint_finding
 from farm.errors import FarmError, InfraError
 from farm.artifacts import Artifacts, add_error
-from farm.result import Finding, ProgramInfo, Result, Stats, now_iso
+from farm.result import Finding, ProgramInfo, Result, Stats, TopologyStats, now_iso
 from farm.spec import JobSpec
 from farm.stress.engine import StressOutcome, run_stress
 from farm.stress.oracle import merge_problems
@@ -44,13 +44,21 @@ def new_run_id(job: str) -> str:
     return f"{job}-{stamp}-{secrets.token_hex(3)}"
 
 
+def topology_key(index: int, name: str) -> str:
+    """How the job's index-th topology is named in pins, artifacts and stats."""
+    return f"{index}-{name}"
+
+
 def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     """Run the job; always returns a Result (verdict error when the lab
-    broke) and writes its artifacts. Bad input never gets this far."""
+    broke or something was left unverified, see Result.settle_verdict) and
+    writes its artifacts. Bad input never gets this far."""
     stage = opts.on_stage or (lambda text: None)
     run_id = opts.run_id or new_run_id(spec.name)
     host = facts_mod.probe()
     result = Result(run_id=run_id, job=spec.name, host=host.host_json(), started=now_iso())
+    # every topology of the job counts, also one that never loads or runs
+    result.stats.per_topology = {topology_key(i, t.name): TopologyStats() for i, t in enumerate(spec.topologies)}
     arts = Artifacts(opts.artifacts, result)
     arts.write("facts", "facts.json", json.dumps(host.to_dict(), indent=2) + "\n")
     duration = spec.duration
@@ -116,7 +124,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> Stres
         for i, t in enumerate(spec.topologies):
             try:
                 loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
-                                            pin_root / f"{i}-{t.name}", source=t.source))
+                                            pin_root / topology_key(i, t.name), source=t.source))
             except LoadError as e:
                 result.findings.append(Finding(
                     "load-error", f"load-error: {t.name}", str(e),
@@ -136,11 +144,15 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> Stres
 
 
 def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
+    per_topology = result.stats.per_topology
+    for key, t in o.per_topology.items():
+        per_topology[key] = TopologyStats(runs=t.runs, tail_calls_verified=t.verified,
+                                          windows=t.windows, windows_unjudged=t.unjudged)
     result.stats = Stats(cpus=sorted(set(spec.writer_cpus) | set(spec.runner_cpus)),
                          updates=o.updates, runs=o.runs, tail_calls_verified=o.verified,
                          updates_per_s=round(o.updates / o.duration_s, 1) if o.duration_s else 0.0,
-                         tail_calls_per_s=round(o.verified / o.duration_s, 1) if o.duration_s else 0.0)
-    result.stats.windows, result.stats.windows_unjudged = o.windows, o.unjudged
+                         tail_calls_per_s=round(o.verified / o.duration_s, 1) if o.duration_s else 0.0,
+                         windows=o.windows, windows_unjudged=o.unjudged, per_topology=per_topology)
     result.findings.extend(merge_problems(o.problems, spec))
     for text in o.hung:
         result.findings.append(Finding("hang", "hang: stress process", text))

@@ -3,7 +3,7 @@ docs/architecture.md describes."""
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,6 +16,10 @@ FINDING_KINDS = (
 )
 # About the lab, not the kernel under test (a crash that took the host down is its own finding)
 INFRA_KINDS = frozenset({"host-lost"})
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}
 
 
 def now_iso() -> str:
@@ -46,6 +50,15 @@ class ProgramInfo:
 
 
 @dataclass
+class TopologyStats:
+    """What the runners verified of one topology of the job."""
+    runs: int = 0
+    tail_calls_verified: int = 0
+    windows: int = 0
+    windows_unjudged: int = 0
+
+
+@dataclass
 class Stats:
     cpus: list[int] = field(default_factory=list)
     updates: int = 0
@@ -56,6 +69,31 @@ class Stats:
     windows: int = 0           # BPF_PROG_TEST_RUN windows judged or not
     windows_unjudged: int = 0  # the generation log no longer reached back
     kmsg_records_lost: int = 0  # overwritten before the follower read them
+    # "<index>-<topology>" (as its pin dir and JIT artifacts are named) for
+    # every topology of the job, loaded or not; absent in older results
+    per_topology: dict[str, TopologyStats] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Stats":
+        d = {k: v for k, v in d.items() if k in _field_names(cls)}
+        d["per_topology"] = {k: TopologyStats(**v) for k, v in d.get("per_topology", {}).items()}
+        return cls(**d)
+
+
+def coverage_gap(stats: Stats) -> str | None:
+    """What a run left unverified, in one line; None when every topology had
+    tail calls verified and no window went unjudged (the only way to a pass)."""
+    if not stats.per_topology:
+        return "nothing was verified: no topology ran"
+    gaps = []
+    bare = [f"{k} ({t.windows} windows{f', {t.windows_unjudged} unjudged' if t.windows_unjudged else ''})"
+            for k, t in stats.per_topology.items() if t.tail_calls_verified == 0]
+    if bare:
+        gaps.append(f"no verified tail calls in {', '.join(bare)}")
+    if stats.windows_unjudged:
+        gaps.append(f"{stats.windows_unjudged} of {stats.windows} windows unjudged "
+                    "(the generation log no longer reached back)")
+    return "not verified: " + "; ".join(gaps) if gaps else None
 
 
 @dataclass
@@ -71,9 +109,18 @@ class Result:
     findings: list[Finding] = field(default_factory=list)
     artifacts: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # why verdict is "error"; absent otherwise
+    unverified: str | None = None  # coverage_gap() of a run that did not pass; absent otherwise
 
     def settle_verdict(self) -> str:
-        """error beats fail beats pass; a run with findings is never a pass."""
+        """error beats fail beats pass, and a pass needs evidence: a run with
+        findings is a fail even if its coverage was short (every finding is
+        evidence against the kernel); a run without findings whose coverage
+        was short is an error, its error saying what was not verified.
+        Settling again gives the same verdict and text."""
+        gap = coverage_gap(self.stats)
+        if gap and not self.error and not self.findings:
+            self.error = gap  # nothing broke, but nothing proves a pass either
+        self.unverified = gap
         if self.error:
             self.verdict = "error"
         else:
@@ -82,8 +129,9 @@ class Result:
 
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, **asdict(self)}
-        if d["error"] is None:
-            del d["error"]
+        for optional in ("error", "unverified"):
+            if d[optional] is None:
+                del d[optional]
         return d
 
     def write(self, path: Path) -> None:
@@ -91,10 +139,13 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Result":
-        d = dict(d)
-        if d.pop("schema", None) != SCHEMA:
+        """Read a schema-1 result, older ones too (fields added since take
+        their defaults); what rides along (a worker's attachments and
+        submission) is left out."""
+        if d.get("schema") != SCHEMA:
             raise ValueError("not a schema-1 farm result")
+        d = {k: v for k, v in d.items() if k in _field_names(cls)}
         d["programs"] = [ProgramInfo(**p) for p in d.get("programs", [])]
-        d["stats"] = Stats(**d.get("stats", {}))
+        d["stats"] = Stats.from_dict(d.get("stats", {}))
         d["findings"] = [Finding(**f) for f in d.get("findings", [])]
         return cls(**d)

@@ -203,6 +203,9 @@ def test_a_program_that_does_not_compile_is_still_a_load_error(job_file, tmp_pat
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert r["verdict"] == "fail" and [f["kind"] for f in r["findings"]] == ["load-error"]
     assert r["findings"][0]["summary"] == "clang failed on direct-main.bpf.c"
+    # a finding beats the gap it leaves (nothing of direct-main ran), which is kept
+    assert "error" not in r
+    assert r["unverified"] == "not verified: no verified tail calls in 0-direct-main (0 windows)"
     no_farm_process_left(job)
 
 

@@ -24,7 +24,11 @@ def safe_run_id(run_id) -> bool:
 
 
 class _Noop(Exception):
-    """A zero-length job: the worker answers at once."""
+    """A zero-length job: the worker answers at once, without running it."""
+
+
+# a noop's verdict: it ran nothing, so it verified nothing and is never a pass
+NOOP_ERROR = "not run: a noop job (queue test), the worker answered without running it"
 
 
 @dataclass
@@ -72,7 +76,7 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
             # the result so triage can diff two hosts' JIT listings.
             result["attachments"] = encode_attachments(text_attachments(result, art), ATTACH_CAP)
         except _Noop:
-            r = Result(run_id=run_id, job=payload["job"], host=ctx.facts, started=now_iso())
+            r = Result(run_id=run_id, job=payload["job"], host=ctx.facts, started=now_iso(), error=NOOP_ERROR)
             r.settle_verdict()
             result = r.to_dict()
         except FarmError as e:

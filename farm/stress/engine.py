@@ -46,6 +46,21 @@ class Progress:
 
 
 @dataclass
+class Tally:
+    """One topology's windows, as the runners judged them."""
+    runs: int = 0
+    verified: int = 0   # tail calls in judged windows
+    windows: int = 0
+    unjudged: int = 0
+
+    def add(self, other: "Tally") -> None:
+        self.runs += other.runs
+        self.verified += other.verified
+        self.windows += other.windows
+        self.unjudged += other.unjudged
+
+
+@dataclass
 class StressOutcome:
     started_ns: int
     duration_s: float
@@ -55,6 +70,9 @@ class StressOutcome:
     windows: int = 0
     unjudged: int = 0
     problems: list[ProblemRecord] = field(default_factory=list)
+    # by topology key (its pin dir's name), summed over runners; every loaded
+    # topology has one, even if no runner got a window of it
+    per_topology: dict[str, Tally] = field(default_factory=dict)
     child_failures: list[str] = field(default_factory=list)
     hung: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -152,14 +170,14 @@ class WindowRunner:
             ctrs = lt.counters()
             tr = sc.TestRun(lt.prog_fds["entry"], repeat, f"{lt.label}/entry")
             slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
-            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu)])
+            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), Tally()])
         self.records: dict[tuple, ProblemRecord] = {}
         self.runs = self.verified = self.windows = self.unjudged = self.problems = 0
 
     def round(self) -> None:
         cpu = self.cpu
         for w in self.work:
-            lt, ctrs, tr, slots, prev = w
+            lt, ctrs, tr, slots, prev, tally = w
             t0 = time.monotonic_ns()
             tr.run()
             t1 = time.monotonic_ns()
@@ -167,16 +185,24 @@ class WindowRunner:
             delta = [a - b for a, b in zip(cur, prev)]
             w[4] = cur
             self.windows += 1
+            tally.windows += 1
             allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
             if any(v is None for v in allowed.values()):
                 self.unjudged += 1  # the log no longer reaches back: judge nothing
+                tally.unjudged += 1
                 continue
             v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
             self.runs += v.runs
             self.verified += v.tail_calls
+            tally.runs += v.runs
+            tally.verified += v.tail_calls
             if self.use_oracle:
                 for p in v.problems:
                     self._note(p, t0, t1)
+
+    def per_topology(self) -> dict[str, Tally]:
+        """This runner's tallies by topology key (the topology's pin dir name)."""
+        return {w[0].pin_dir.name: w[5] for w in self.work}
 
     def _note(self, p: Problem, t0: int, t1: int) -> None:
         self.problems += 1
@@ -207,7 +233,7 @@ def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, s
         r.round()
         q[base + W_RUNS], q[base + W_VERIFIED] = r.runs, r.verified
         q[base + W_PROBLEMS], q[base + W_UNJUDGED] = r.problems, r.unjudged
-    out.put(("runner", child, r.windows, list(r.records.values())))
+    out.put(("runner", child, r.windows, list(r.records.values()), r.per_topology()))
 
 
 def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
@@ -230,7 +256,8 @@ def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
     start_ns = time.monotonic_ns()
     deadline_ns = start_ns + int(duration_s * 1e9)
     procs: list[tuple[str, int, mp.Process]] = []
-    outcome = StressOutcome(started_ns=start_ns, duration_s=0.0)
+    outcome = StressOutcome(started_ns=start_ns, duration_s=0.0,
+                            per_topology={lt.pin_dir.name: Tally() for lt in loaded})
     try:
         for w, cpu in enumerate(writer_cpus):
             p = _ctx.Process(target=_writer, name=f"farm-writer-{cpu}", daemon=True,
@@ -302,6 +329,8 @@ def _supervise(procs, shared, out, outcome, deadline_ns, on_progress, tick_s, n_
 
 
 def _collect(msg, outcome: StressOutcome) -> None:
-    _, _, windows, records = msg
+    _, _, windows, records, per_topology = msg
     outcome.windows += windows
     outcome.problems.extend(records)
+    for key, tally in per_topology.items():
+        outcome.per_topology.setdefault(key, Tally()).add(tally)
