@@ -137,9 +137,9 @@ def test_the_same_faulty_chain_passes_when_the_slot_may_be_empty(job_file, tmp_p
 @pytest.mark.root
 @pytest.mark.slow
 def test_a_run_too_short_for_any_window_is_an_error_naming_what_was_not_verified(job_file, tmp_path, no_leaks):
-    """Loaded and churned, but over before any runner judged a window (a
-    deadline 1 us after the stress starts: no runner is forked that fast):
-    never a pass with nothing verified."""
+    """Loaded, but over before any runner judged a window (a deadline 1 us
+    after the common start: no runner wakes from its wait that fast): never
+    a pass with nothing verified."""
     proc, r = run_job(job_file, tmp_path, "--duration", "0.001ms",
                       topologies=["direct-main", {"name": "indirect", "slots": 2}])
     assert proc.returncode == 3, proc.stderr

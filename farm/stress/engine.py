@@ -29,8 +29,9 @@ _ctx = mp.get_context("fork")
 _libc = ctypes.CDLL(None, use_errno=True)
 PR_SET_PDEATHSIG = 1
 
-# progress words per child: updates, runs, tail calls verified, problems, windows unjudged
-W_UPDATES, W_RUNS, W_VERIFIED, W_PROBLEMS, W_UNJUDGED, W_PER_CHILD = 0, 1, 2, 3, 4, 5
+# words per child: updates, runs, tail calls verified, problems, windows unjudged, ready
+W_UPDATES, W_RUNS, W_VERIFIED, W_PROBLEMS, W_UNJUDGED, W_READY, W_PER_CHILD = 0, 1, 2, 3, 4, 5, 6
+READY_TIMEOUT_S = 120.0  # for every child to be forked and set up (a TCG guest is slow)
 MAX_PROBLEM_KEYS = 64  # distinct problems a runner reports in detail
 HANG_GRACE_S = 30.0  # a child still running this long after the deadline is hung
 
@@ -86,10 +87,11 @@ def _child_setup(cpu: int) -> None:
 
 
 class _Shared:
-    """Shared words: a stop flag, then W_PER_CHILD words per child."""
+    """Shared words: a stop flag, the start time (0 until every child is
+    ready), then W_PER_CHILD words per child."""
 
     def __init__(self, children: int):
-        self._mm = mmap.mmap(-1, 8 * (1 + W_PER_CHILD * children))
+        self._mm = mmap.mmap(-1, 8 * (2 + W_PER_CHILD * children))
         self.q = memoryview(self._mm).cast("q")
         self._anchor = ctypes.c_char.from_buffer(self._mm)
 
@@ -103,7 +105,24 @@ class _Shared:
         return self.q[0] != 0
 
     def base(self, child: int) -> int:
-        return 1 + child * W_PER_CHILD
+        return 2 + child * W_PER_CHILD
+
+    def ready_and_wait(self, child: int) -> int:
+        """A child says it is set up, then waits for the common start: the
+        duration is stress time, not fork and set-up time. Returns the start
+        (monotonic ns), or 0 when the run was stopped first."""
+        self.q[self.base(child) + W_READY] = 1
+        while not self.q[1] and not self.stopped():
+            time.sleep(0.0005)
+        return self.q[1]
+
+    def all_ready(self, children: int) -> bool:
+        return all(self.q[self.base(c) + W_READY] for c in range(children))
+
+    def go(self) -> int:
+        start = time.monotonic_ns()
+        self.q[1] = start
+        return start
 
     def total(self, word: int, children: int) -> int:
         return sum(self.q[self.base(c) + word] for c in range(children))
@@ -218,18 +237,23 @@ class WindowRunner:
 
 
 def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
-            logs: GenLogs, spec: JobSpec, deadline_ns: int, shared: _Shared) -> None:
+            logs: GenLogs, spec: JobSpec, duration_ns: int, shared: _Shared) -> None:
     _child_setup(cpu)
-    SlotWriter(owned, loaded, logs, spec.writers.ops).run(
-        deadline_ns, spec.writers.rate, shared.address(0), shared.address(shared.base(child) + W_UPDATES))
+    writer = SlotWriter(owned, loaded, logs, spec.writers.ops)
+    start_ns = shared.ready_and_wait(child)
+    if start_ns:
+        writer.run(start_ns + duration_ns, spec.writers.rate, shared.address(0),
+                   shared.address(shared.base(child) + W_UPDATES))
 
 
 def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, spec: JobSpec,
-            start_ns: int, deadline_ns: int, shared: _Shared, out: mp.Queue) -> None:
+            duration_ns: int, shared: _Shared, out: mp.Queue) -> None:
     _child_setup(cpu)
     q, base = shared.q, shared.base(child)
-    r = WindowRunner(cpu, loaded, logs, spec.repeat, start_ns, "oracle" in spec.checks)
-    while not shared.stopped() and time.monotonic_ns() < deadline_ns:
+    r = WindowRunner(cpu, loaded, logs, spec.repeat, 0, "oracle" in spec.checks)
+    r.start_ns = start_ns = shared.ready_and_wait(child)
+    deadline_ns = start_ns + duration_ns
+    while start_ns and not shared.stopped() and time.monotonic_ns() < deadline_ns:
         r.round()
         q[base + W_RUNS], q[base + W_VERIFIED] = r.runs, r.verified
         q[base + W_PROBLEMS], q[base + W_UNJUDGED] = r.problems, r.unjudged
@@ -253,24 +277,28 @@ def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
     n_children = len(writer_cpus) + len(runner_cpus)
     shared = _Shared(n_children)
     out: mp.Queue = _ctx.Queue()
-    start_ns = time.monotonic_ns()
-    deadline_ns = start_ns + int(duration_s * 1e9)
+    duration_ns = int(duration_s * 1e9)
     procs: list[tuple[str, int, mp.Process]] = []
+    start_ns = time.monotonic_ns()  # until every child is ready
     outcome = StressOutcome(started_ns=start_ns, duration_s=0.0,
                             per_topology={lt.pin_dir.name: Tally() for lt in loaded})
     try:
         for w, cpu in enumerate(writer_cpus):
             p = _ctx.Process(target=_writer, name=f"farm-writer-{cpu}", daemon=True,
-                             args=(w, cpu, owners[w], loaded, logs, spec, deadline_ns, shared))
+                             args=(w, cpu, owners[w], loaded, logs, spec, duration_ns, shared))
             procs.append(("writer", cpu, p))
         for r, cpu in enumerate(runner_cpus):
             child = len(writer_cpus) + r
             p = _ctx.Process(target=_runner, name=f"farm-runner-{cpu}", daemon=True,
-                             args=(child, cpu, loaded, logs, spec, start_ns, deadline_ns, shared, out))
+                             args=(child, cpu, loaded, logs, spec, duration_ns, shared, out))
             procs.append(("runner", cpu, p))
         for _, _, p in procs:
             p.start()
-        _supervise(procs, shared, out, outcome, deadline_ns, on_progress, tick_s, n_children, start_ns)
+        if _wait_ready(procs, shared, outcome, n_children):
+            outcome.started_ns = start_ns = shared.go()
+        else:
+            shared.stop()
+        _supervise(procs, shared, out, outcome, start_ns + duration_ns, on_progress, tick_s, n_children, start_ns)
     except KeyboardInterrupt:
         outcome.interrupted = True
     finally:
@@ -285,6 +313,22 @@ def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
     outcome.duration_s = (time.monotonic_ns() - start_ns) / 1e9
     outcome.updates = shared.total(W_UPDATES, n_children)
     return outcome
+
+
+def _wait_ready(procs, shared: _Shared, outcome: StressOutcome, n_children: int) -> bool:
+    """Every child forked and set up; False (with the reason in the outcome)
+    when one died or never got ready."""
+    end = time.monotonic() + READY_TIMEOUT_S
+    while not shared.all_ready(n_children):
+        if any(p.exitcode is not None for _, _, p in procs):
+            return False  # _supervise reports which died, and how
+        if time.monotonic() > end:
+            late = [f"{kind} on CPU {cpu}" for c, (kind, cpu, _) in enumerate(procs)
+                    if not shared.q[shared.base(c) + W_READY]]
+            outcome.child_failures.append(f"{', '.join(late)} not set up {READY_TIMEOUT_S:.0f}s after the fork")
+            return False
+        time.sleep(0.001)
+    return True
 
 
 def _supervise(procs, shared, out, outcome, deadline_ns, on_progress, tick_s, n_children, start_ns):
