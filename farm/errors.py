@@ -6,6 +6,8 @@ Findings of the thing under test are not exceptions: they travel in the Result (
 """
 
 EXIT_PASS, EXIT_FINDINGS, EXIT_BAD_INPUT, EXIT_INFRA = 0, 1, 2, 3
+# how much of a tool's own output an error line quotes (the whole of it goes to artifacts)
+TOOL_OUTPUT_CHARS = 500
 # a result's verdict as the exit code of the command that ran or followed it
 VERDICT_EXIT = {"pass": EXIT_PASS, "fail": EXIT_FINDINGS, "error": EXIT_INFRA}
 

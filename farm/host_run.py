@@ -25,7 +25,7 @@ from farm.detect.signature import classify
 from farm.detect.taint import read_taint, taint_finding
 from farm.errors import FarmError, InfraError
 from farm.artifacts import Artifacts, add_error
-from farm.result import Finding, ProgramInfo, Result, Stats, TopologyStats, now_iso
+from farm.result import LOG_TAIL_CHARS, Finding, ProgramInfo, Result, Stats, TopologyStats, now_iso
 from farm.spec import JobSpec
 from farm.stress.engine import StressOutcome, run_stress
 from farm.stress.oracle import merge_problems
@@ -128,7 +128,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> Stres
             except LoadError as e:
                 result.findings.append(Finding(
                     "load-error", f"load-error: {t.name}", str(e),
-                    detail={"topology": t.name, "slots": t.slots, "fault": t.fault, "log": e.log[-8000:]}))
+                    detail={"topology": t.name, "slots": t.slots, "fault": t.fault, "log": e.log[-LOG_TAIL_CHARS:]}))
         if not loaded:
             return None
         stage(f"stressing {len(loaded)} topologies for {duration:g}s")

@@ -9,6 +9,9 @@ from pathlib import Path
 
 SCHEMA = 1
 
+# how much of a log (the verifier's, bpftool's, a guest console's) a finding's detail keeps
+LOG_TAIL_CHARS = 8000
+
 FINDING_KINDS = (
     "wrong-target", "missed-tail-call", "tail-call-count", "stack-corruption",
     "kernel-oops", "kernel-bug", "kernel-warning", "lockup", "taint", "hang",

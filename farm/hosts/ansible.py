@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from farm.config import PLAYBOOKS, state_dir
-from farm.errors import InfraError
+from farm.errors import TOOL_OUTPUT_CHARS, InfraError
 
 
 
@@ -105,7 +105,7 @@ def run_playbook(name: str, inventory: Path, limit: str | None = None, extravars
                 o.failures.append(f"{task}: {res.get('msg', '')}".strip())
             elif kind == "runner_on_failed" and not data.get("ignore_errors"):
                 word = "failed"
-                o.failures.append(f"{task}: {res.get('msg') or res.get('stderr', '')}".strip()[:300])
+                o.failures.append(f"{task}: {res.get('msg') or res.get('stderr', '')}".strip()[:TOOL_OUTPUT_CHARS])
             elif kind == "runner_on_skipped":
                 word = "skipped"
             else:

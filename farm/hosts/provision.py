@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from farm.config import REPO, state_dir
-from farm.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, InfraError
+from farm.errors import EXIT_BAD_INPUT, EXIT_INFRA, EXIT_PASS, TOOL_OUTPUT_CHARS, InfraError
 from farm.hosts.ansible import PlaybookRun, run_playbook
 from farm.hosts.hostfacts import facts_from_raw
 from farm.hosts.inventory import check_inventory
@@ -25,7 +25,7 @@ def wheelhouse(progress=print) -> Path:
                         "-w", str(out), str(REPO)], capture_output=True, text=True,
                        env={**os.environ, "SOURCE_DATE_EPOCH": REPRODUCIBLE_EPOCH})
     if p.returncode != 0:
-        raise InfraError(f"cannot build farm's wheelhouse: {p.stderr.strip()[-500:]}")
+        raise InfraError(f"cannot build farm's wheelhouse: {p.stderr.strip()[-TOOL_OUTPUT_CHARS:]}")
     return out
 
 

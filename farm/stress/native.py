@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from farm.bpf.toolchain import cache_root, cached_build, content_key, require_tool
-from farm.errors import InfraError
+from farm.errors import TOOL_OUTPUT_CHARS, InfraError
 
 SOURCE = Path(__file__).with_name("churn_loop.c")
 
@@ -29,7 +29,7 @@ def churn_lib() -> ctypes.CDLL:
         proc = subprocess.run([clang, "-O2", "-shared", "-fPIC", "-o", str(tmp), str(SOURCE)],
                               capture_output=True, text=True)
         if proc.returncode != 0:
-            raise InfraError(f"cannot build the writer loop: {proc.stderr.strip()[:500]}")
+            raise InfraError(f"cannot build the writer loop: {proc.stderr.strip()[:TOOL_OUTPUT_CHARS]}")
     cached_build(out, build, "the writer loop")
     lib = ctypes.CDLL(str(out))
     lib.farm_churn.restype = ctypes.c_long
