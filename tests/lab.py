@@ -147,4 +147,4 @@ def submit_noop(url: str, count: int, hosts: tuple[str, ...] = ()) -> list[dict]
         return [submit(app, reg, spec, text, sel, noop=True) for _ in range(count)]
     finally:
         app.close()
-        reg.r.close()
+        reg.close()
