@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
+import pytest
 import yaml
 
-from conftest import wait_for
+from conftest import REPO, farm_cmd, wait_for
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
@@ -128,42 +131,39 @@ def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab
     assert reg.hosts()["flaky"]["health"] == "healthy"
 
 
-def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
+def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
     """With no broker given and none answering, farm up starts redis-server
-    on loopback, then a worker, the collector and beat."""
-    import subprocess
-
-    import redis
-
-    from conftest import REPO, farm_cmd
-    from tests_helpers import children_of
-    url = "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-        import pytest
-        pytest.skip("something already answers on 127.0.0.1:6379")
-    except redis.RedisError:
-        pass
+    on 127.0.0.1:6379, then a worker, the collector and beat. Ctrl-C, and
+    SIGTERM and SIGHUP as systemd, docker or a closed terminal send them,
+    stop every one of them. In a network namespace of the test's own: its
+    6379 is free whatever listens on this machine's."""
+    from lab import LoopbackNetns, descendants, pidfds, still_running
     env = {k: v for k, v in os.environ.items() if k != "FARM_BROKER_URL"}
     env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4")
-    up = subprocess.Popen(farm_cmd("up", "--schedules", "jobs/schedules.yaml"), cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=0.5)
+    log = tmp_path / "up.log"  # a file, not a pipe: orphans holding a pipe would hide farm up's exit
+    with LoopbackNetns(stop.name.lower()) as ns, open(log, "wb") as out:
+        up = subprocess.Popen(ns.cmd(*farm_cmd("up", "--schedules", "jobs/schedules.yaml")), cwd=REPO, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def worker_up():
-        try:
-            return any(client.exists(f"farm:hb:{h}") for h in client.smembers("farm:hosts"))
-        except redis.RedisError:
-            return False
-    wait_for(lambda: worker_up() or up.poll() is not None, "farm up's worker", 120)
-    assert up.poll() is None, up.communicate()[0]
-    assert client.config_get("bind")["bind"] == "127.0.0.1"  # loopback only, unless --bind says else
-    kids = children_of(up.pid)
-    assert len(kids) == 4  # redis-server, worker, collector, beat
-    up.send_signal(signal.SIGINT)
-    out, _ = up.communicate(timeout=120)
-    assert up.returncode == 0, out
-    wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids), "every daemon to exit", 60)
+        def hosts_inside():  # the CLI's own default broker: 127.0.0.1:6379 in the namespace
+            p = subprocess.run(ns.cmd(*farm_cmd("hosts", "--json")), cwd=REPO, env=env, capture_output=True,
+                               text=True)
+            return json.loads(p.stdout) if p.returncode == 0 else {}
+        wait_for(lambda: any(h["alive"] for h in hosts_inside().values()) or up.poll() is not None,
+                 "farm up's worker", 120, 0.5)
+        assert up.poll() is None, log.read_text()
+        bind = subprocess.run(ns.cmd("redis-cli", "-h", "127.0.0.1", "-p", "6379", "config", "get", "bind"),
+                              capture_output=True, text=True).stdout.split()
+        assert bind == ["bind", "127.0.0.1"]  # loopback only, unless --bind says else
+        kids = descendants(up.pid)
+        names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
+        assert len(kids) == 4 and "redis-server" in names, names  # redis-server, worker, collector, beat
+        fds = pidfds(kids)
+        up.send_signal(stop)
+        assert up.wait(timeout=120) == 0, log.read_text()
+        assert still_running(fds, 60) == [], log.read_text()
+        assert ns.pids() == []
 
 
 def test_a_job_any_host_of_a_class_will_do_runs_once_on_one_of_them(lab, job_file):
