@@ -181,6 +181,11 @@ class Lab:
         return subprocess.run(farm_cmd(*args), cwd=REPO, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
+    def log_bytes(self, name: str) -> bytes:
+        """The whole log, to slice at an offset taken before."""
+        path = self.state / f"{name}.log"
+        return path.read_bytes() if path.exists() else b""
+
     def log(self, name: str) -> str:
         path = self.state / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -203,6 +208,13 @@ class Lab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def submitted(proc: subprocess.CompletedProcess, exit_code: int) -> str:
+    """The submission id `farm submit` printed, once it exited exit_code
+    (EXIT_PASS without --wait; with --wait, the verdict's)."""
+    assert proc.returncode == exit_code, f"exit {proc.returncode}, not {exit_code}: {proc.stdout}{proc.stderr}"
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def submit_noop(url: str, count: int, hosts: tuple[str, ...] = ()) -> list[dict]:

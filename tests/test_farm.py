@@ -12,13 +12,11 @@ import pytest
 import yaml
 
 from conftest import REPO, farm_cmd, wait_for
+from farm.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_PASS
+from lab import submitted
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
-
-def submitted(proc) -> str:
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
@@ -27,7 +25,7 @@ def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
     lab.worker("amd-1", "AuthenticAMD")
     out = tmp_path / "results.json"
     p = lab.farm("submit", str(job_file(**TINY)), "--where", "vendor=amd", "--wait", "--json", str(out))
-    assert p.returncode == 0, p.stderr + lab.log("worker-amd-1")
+    assert p.returncode == EXIT_PASS, p.stderr + lab.log("worker-amd-1")
     results = json.loads(out.read_text())
     assert [r["host"]["hostname"] for r in results] == ["amd-1"]
     assert results[0]["host"]["vendor"] == "AuthenticAMD"
@@ -42,9 +40,7 @@ def test_a_fan_out_to_three_workers_gives_three_results_in_the_collector(lab, jo
     lab.collector()
     for h in ("w1", "w2", "w3"):
         lab.worker(h)
-    p = lab.farm("submit", str(job_file(**TINY)), "--all", "--wait")
-    sub = submitted(p)
-    assert p.returncode == 0, p.stderr
+    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all", "--wait"), EXIT_PASS)
     stored = lab.stored(sub)
     assert sorted(r["host"]["hostname"] for r in stored) == ["w1", "w2", "w3"]
     assert all(r["verdict"] == "pass" for r in stored)
@@ -55,7 +51,7 @@ def test_a_fan_out_to_three_workers_gives_three_results_in_the_collector(lab, jo
 def test_a_worker_killed_mid_job_is_one_host_lost_and_no_duplicate(lab, job_file, redis_server):
     lab.collector()
     w = lab.worker("victim")
-    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = redis_server.client()
     run_id = f"{sub}.victim"
     wait_for(lambda: r.hget(f"farm:run:{run_id}", "state") == "running", "the run to start", 120)
@@ -78,7 +74,7 @@ def test_a_worker_killed_mid_job_is_one_host_lost_and_no_duplicate(lab, job_file
 
 def test_results_wait_for_a_down_collector_and_survive_a_redis_restart(lab, job_file, redis_server):
     lab.worker("lonely")
-    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all"), EXIT_PASS)
     r = redis_server.client()
     wait_for(lambda: r.llen("results") >= 1, "the result to wait in Redis", 120)
     assert lab.stored(sub) == []
@@ -88,7 +84,7 @@ def test_results_wait_for_a_down_collector_and_survive_a_redis_restart(lab, job_
     redis_server.start()  # an append-only file on disk, but the store does not rely on it
     redis_server.client().flushall()
     out = lab.farm("results", sub)  # Redis holds nothing now: the database answers
-    assert out.returncode == 0 and out.stdout.startswith("lonely "), out.stdout + out.stderr
+    assert out.returncode == EXIT_PASS and out.stdout.startswith("lonely "), out.stdout + out.stderr
     assert lab.stored(sub)[0]["host"]["hostname"] == "lonely"
 
 
@@ -125,9 +121,8 @@ def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab
     for _ in range(QUARANTINE_AFTER):
         reg.note_loss("flaky")
     p = lab.farm("submit", str(job_file(**TINY)), "--all")
-    assert p.returncode == 2 and "no healthy host" in p.stderr
-    p = lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == EXIT_BAD_INPUT and "no healthy host" in p.stderr
+    submitted(lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait"), EXIT_PASS)
     assert reg.hosts()["flaky"]["health"] == "healthy"
 
 
@@ -161,7 +156,7 @@ def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
         assert len(kids) == 4 and "redis-server" in names, names  # redis-server, worker, collector, beat
         fds = pidfds(kids)
         up.send_signal(stop)
-        assert up.wait(timeout=120) == 0, log.read_text()
+        assert up.wait(timeout=120) == EXIT_PASS, log.read_text()
         assert still_running(fds, 60) == [], log.read_text()
         assert ns.pids() == []
 
@@ -171,9 +166,8 @@ def test_a_job_any_host_of_a_class_will_do_runs_once_on_one_of_them(lab, job_fil
     lab.worker("c1")
     lab.worker("c2")
     hw_class = json.loads(lab.farm("hosts", "--json").stdout)["c1"]["facts"]["hw_class"]
-    p = lab.farm("submit", str(job_file(**TINY, targets={"hw_class": hw_class, "any": True})), "--wait")
-    sub = submitted(p)
-    assert p.returncode == 0, p.stderr
+    sub = submitted(lab.farm("submit", str(job_file(**TINY, targets={"hw_class": hw_class, "any": True})),
+                             "--wait"), EXIT_PASS)
     stored = lab.stored(sub)
     assert len(stored) == 1 and stored[0]["host"]["hostname"] in ("c1", "c2")
 
@@ -183,7 +177,7 @@ def test_the_collector_writes_the_database_that_triage_reads(lab, job_file):
     with the worker's JIT listings, and `farm triage` counts it."""
     lab.collector()
     lab.worker("db-amd", "AuthenticAMD")
-    sub = submitted(lab.farm("submit", str(job_file(name="dbjob", **TINY)), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(name="dbjob", **TINY)), "--all"), EXIT_PASS)
     stored = wait_for(lambda: lab.stored(sub), "the collector to store it", 120)
     run_id, host = stored[0]["run_id"], stored[0]["host"]
     cells = json.loads(lab.farm("triage", "--json", "--job", "dbjob").stdout)
@@ -213,7 +207,8 @@ def test_triage_retries_a_candidate_regression_on_another_host_of_its_class(lab,
     before = json.loads(lab.farm("triage", "regressions", "--json").stdout)
     assert [c["state"] for c in before] == ["awaiting-retry"]
     out = lab.farm("triage", "regressions", "--retry", "--jobs-dir", str(spec.parent))
-    assert "submitted" in out.stdout and "to retry-b" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == EXIT_PASS and "submitted" in out.stdout and "to retry-b" in out.stdout, \
+        out.stdout + out.stderr
     sub = out.stdout.split("submitted ", 1)[1].split()[0]
     wait_for(lambda: lab.stored(sub), "the retry's result", 120)
     after = json.loads(lab.farm("triage", "regressions", "--json").stdout)
@@ -235,8 +230,7 @@ def test_the_collector_retries_a_new_failure_on_another_host_before_calling_it_a
     lab.store().add(old)
     faulty = job_file(name="shortjob", duration="1s", writers={"ops": ["replace"]},
                       topologies=[{"name": "chain-limit-direct", "fault": "short-chain"}])
-    p = lab.farm("submit", str(faulty), "--hosts", "auto-a", "--wait")
-    assert p.returncode == 1, p.stdout + p.stderr
+    submitted(lab.farm("submit", str(faulty), "--hosts", "auto-a", "--wait"), EXIT_FINDINGS)
 
     def states():
         return [(c["state"], c["retry_hosts"]) for c in json.loads(lab.farm("triage", "regressions",
