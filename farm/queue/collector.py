@@ -88,6 +88,7 @@ class Collector:
                 if declare_lost(self.reg, self.app, name, run, "heartbeat stopped", self.store):
                     lost.append(run["run_id"])
                 self.reg.clear_running(name)
+        self.reg.reaper_round_done()
         return lost
 
     def drop_settled_orphans(self) -> int:

@@ -6,7 +6,8 @@ Keys (prefix farm:): hosts (set) · host:<h> (hash: facts, queues, health,
 losses, registered) · hb:<h> (TTL) · lease:<h> (TTL, SET NX) · running:<h>
 (the run in hand) · lost:<run_id> (set once: exactly one host-lost) ·
 unrecovered:<h> (list: runs lost with the host, for its return) ·
-managed:<h> (TTL: a virtual lab watches the host) · sub:<id> (submission) ·
+managed:<h> (TTL: a virtual lab watches the host) · reaper (hash: rounds,
+last: the collector's reaper rounds done) · sub:<id> (submission) ·
 subs (zset) · run:<run_id> (hash: state, host, sent (the worker's result is
 on the results queue), ...) · result:<run_id> (TTL: the stored result, for
 `farm submit --wait`) · tick:<schedule>:<slot> (TTL, SET NX: one fan-out a
@@ -151,6 +152,17 @@ class Registry:
 
     def managed(self, host: str) -> bool:
         return bool(self._r.exists(key("managed", host)))
+
+    def reaper_round_done(self) -> None:
+        """One more round of the collector's reaper looked at every host:
+        what a test (or an operator) waits on to know it has looked."""
+        p = self._r.pipeline()
+        p.hincrby(key("reaper"), "rounds", 1)
+        p.hset(key("reaper"), "last", time.time())
+        p.execute()
+
+    def reaper_rounds(self) -> int:
+        return int(self._r.hget(key("reaper"), "rounds") or 0)
 
     # health ------------------------------------------------------------
     def note_loss(self, host: str, now: float | None = None) -> str:
