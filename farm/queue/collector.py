@@ -62,9 +62,9 @@ class Collector:
     def _settle(self, result: dict) -> None:
         """The run's state and cached result, from what the database holds."""
         run_id = result["run_id"]
+        # the result first: whoever sees the run done (`farm submit --wait`) finds it there
+        self.reg.cache_result(run_id, {k: v for k, v in result.items() if k != "attachments"})  # those: the db
         self.reg.set_run_state(run_id, "lost" if _lost(result) else "done", verdict=result["verdict"])
-        cached = {k: v for k, v in result.items() if k != "attachments"}  # those live in the database
-        self.reg.cache_result(run_id, cached)
 
     def attach(self, run_id: str, submission: str, recovered: dict, key: str = "recovered") -> bool:
         """What a returning host recovered (or reported late), onto its
