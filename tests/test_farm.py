@@ -15,6 +15,8 @@ from conftest import REPO, farm_cmd, wait_for
 from farm.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_PASS
 from lab import submitted
 
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
 
@@ -135,7 +137,7 @@ def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
     6379 is free whatever listens on this machine's."""
     from lab import LoopbackNetns, descendants, pidfds, still_running
     env = {k: v for k, v in os.environ.items() if k != "FARM_BROKER_URL"}
-    env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4")
+    env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4", FARM_DB_URL="")
     log = tmp_path / "up.log"  # a file, not a pipe: orphans holding a pipe would hide farm up's exit
     with LoopbackNetns(stop.name.lower()) as ns, open(log, "wb") as out:
         up = subprocess.Popen(ns.cmd(*farm_cmd("up", "--schedules", "jobs/schedules.yaml")), cwd=REPO, env=env,

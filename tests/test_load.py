@@ -6,8 +6,13 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from conftest import wait_for
 from lab import submit_noop
+
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 HOSTS = [f"load-{i:02d}" for i in range(20)]
 SUBMISSIONS = 100  # x 20 hosts = 2,000 runs

@@ -25,6 +25,8 @@ from farm.queue.registry import Registry
 from lab import submit_noop, submitted
 from tests_helpers import children_of
 
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
 
