@@ -18,7 +18,10 @@ regressions(store) over the whole database, and 5,000 results delivered a
 second time (idempotent: nothing added).
 
 Targets: 2,000 results/s ingested, matrix in under 1 s.
-Last line: one JSON object. Run: .venv/bin/python bench/store.py [--n 20000] [--profile]
+Last line: one JSON object: results, ingest_s, results_per_s, matrix_s,
+regressions_s, target_results_per_s, target_matrix_s.
+Run: .venv/bin/python bench/store.py [--n 20000] [--profile] [--smoke]
+(--smoke: 500 results: does the bench still work, not a measurement)
 """
 from __future__ import annotations
 
@@ -164,7 +167,10 @@ def main() -> int:
     ap.add_argument("--profile", type=int, nargs="?", const=25, default=0, metavar="LINES",
                     help="cProfile the ingest; print the top LINES functions by cumulative and by own time")
     ap.add_argument("--db", type=Path, help="a new SQLite file to create and keep (default: one in a temp dir, removed)")
+    ap.add_argument("--smoke", action="store_true", help="500 results: check the bench runs")
     a = ap.parse_args()
+    if a.smoke:
+        a.n = 500
     if a.n <= 0 or a.batch <= 0 or a.attachments_every <= 0:
         ap.error("--n, --batch and --attachments-every must be positive")
     if a.db and a.db.exists():

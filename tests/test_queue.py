@@ -5,20 +5,20 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
 
-from support import wait_for
+from farm.errors import EXIT_BAD_INPUT, EXIT_FINDINGS, EXIT_PASS
+from support import REPO, farm_cmd, wait_for
+from support.lab import submitted
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
-
-
-def submitted(proc) -> str:
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
@@ -27,7 +27,7 @@ def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
     lab.worker("amd-1", "AuthenticAMD")
     out = tmp_path / "results.json"
     p = lab.farm("submit", str(job_file(**TINY)), "--where", "vendor=amd", "--wait", "--json", str(out))
-    assert p.returncode == 0, p.stderr + lab.log("worker-amd-1")
+    assert p.returncode == EXIT_PASS, p.stderr + lab.log("worker-amd-1")
     results = json.loads(out.read_text())
     assert [r["host"]["hostname"] for r in results] == ["amd-1"]
     assert results[0]["host"]["vendor"] == "AuthenticAMD"
@@ -42,9 +42,7 @@ def test_a_fan_out_to_three_workers_gives_three_results_in_the_collector(lab, jo
     lab.collector()
     for h in ("w1", "w2", "w3"):
         lab.worker(h)
-    p = lab.farm("submit", str(job_file(**TINY)), "--all", "--wait")
-    sub = submitted(p)
-    assert p.returncode == 0, p.stderr
+    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all", "--wait"), EXIT_PASS)
     stored = lab.stored(sub)
     assert sorted(r["host"]["hostname"] for r in stored) == ["w1", "w2", "w3"]
     assert all(r["verdict"] == "pass" for r in stored)
@@ -55,7 +53,7 @@ def test_a_fan_out_to_three_workers_gives_three_results_in_the_collector(lab, jo
 def test_a_worker_killed_mid_job_is_one_host_lost_and_no_duplicate(lab, job_file, redis_server):
     lab.collector()
     w = lab.worker("victim")
-    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = redis_server.client()
     run_id = f"{sub}.victim"
     wait_for(lambda: r.hget(f"farm:run:{run_id}", "state") == "running", "the run to start", 120)
@@ -78,7 +76,7 @@ def test_a_worker_killed_mid_job_is_one_host_lost_and_no_duplicate(lab, job_file
 
 def test_results_wait_for_a_down_collector_and_survive_a_redis_restart(lab, job_file, redis_server):
     lab.worker("lonely")
-    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(**TINY)), "--all"), EXIT_PASS)
     r = redis_server.client()
     wait_for(lambda: r.llen("results") >= 1, "the result to wait in Redis", 120)
     assert lab.stored(sub) == []
@@ -88,7 +86,7 @@ def test_results_wait_for_a_down_collector_and_survive_a_redis_restart(lab, job_
     redis_server.start()  # an append-only file on disk, but the store does not rely on it
     redis_server.client().flushall()
     out = lab.farm("results", sub)  # Redis holds nothing now: the database answers
-    assert out.returncode == 0 and out.stdout.startswith("lonely "), out.stdout + out.stderr
+    assert out.returncode == EXIT_PASS and out.stdout.startswith("lonely "), out.stdout + out.stderr
     assert lab.stored(sub)[0]["host"]["hostname"] == "lonely"
 
 
@@ -125,48 +123,44 @@ def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab
     for _ in range(QUARANTINE_AFTER):
         reg.note_loss("flaky")
     p = lab.farm("submit", str(job_file(**TINY)), "--all")
-    assert p.returncode == 2 and "no healthy host" in p.stderr
-    p = lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait")
-    assert p.returncode == 0, p.stderr
+    assert p.returncode == EXIT_BAD_INPUT and "no healthy host" in p.stderr
+    submitted(lab.farm("submit", "jobs/health.yaml", "--hosts", "flaky", "--wait"), EXIT_PASS)
     assert reg.hosts()["flaky"]["health"] == "healthy"
 
 
-def test_farm_up_starts_a_lab_and_ctrl_c_stops_all_of_it(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
+def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
     """With no broker given and none answering, farm up starts redis-server
-    on loopback, then a worker, the collector and beat."""
-    import subprocess
-
-    import redis
-
-    from support import REPO, farm_cmd
-    from support import children_of
-    url = "redis://127.0.0.1:6379/0"
-    try:
-        redis.Redis.from_url(url, socket_connect_timeout=0.5).ping()
-        import pytest
-        pytest.skip("something already answers on 127.0.0.1:6379")
-    except redis.RedisError:
-        pass
+    on 127.0.0.1:6379, then a worker, the collector and beat. Ctrl-C, and
+    SIGTERM and SIGHUP as systemd, docker or a closed terminal send them,
+    stop every one of them. In a network namespace of the test's own: its
+    6379 is free whatever listens on this machine's."""
+    from support.lab import LoopbackNetns, descendants, pidfds, still_running
     env = {k: v for k, v in os.environ.items() if k != "FARM_BROKER_URL"}
-    env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4")
-    up = subprocess.Popen(farm_cmd("up", "--schedules", "jobs/schedules.yaml"), cwd=REPO, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=0.5)
+    env.update(FARM_STATE_DIR=str(tmp_path / "state"), FARM_HEARTBEAT_TTL="4", FARM_DB_URL="")
+    log = tmp_path / "up.log"  # a file, not a pipe: orphans holding a pipe would hide farm up's exit
+    with LoopbackNetns(stop.name.lower()) as ns, open(log, "wb") as out:
+        up = subprocess.Popen(ns.cmd(*farm_cmd("up", "--schedules", "jobs/schedules.yaml")), cwd=REPO, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
-    def worker_up():
-        try:
-            return any(client.exists(f"farm:hb:{h}") for h in client.smembers("farm:hosts"))
-        except redis.RedisError:
-            return False
-    wait_for(lambda: worker_up() or up.poll() is not None, "farm up's worker", 120)
-    assert up.poll() is None, up.communicate()[0]
-    assert client.config_get("bind")["bind"] == "127.0.0.1"  # loopback only, unless --bind says else
-    kids = children_of(up.pid)
-    assert len(kids) == 4  # redis-server, worker, collector, beat
-    up.send_signal(signal.SIGINT)
-    out, _ = up.communicate(timeout=120)
-    assert up.returncode == 0, out
-    wait_for(lambda: not any(os.path.exists(f"/proc/{k}") for k in kids), "every daemon to exit", 60)
+        def hosts_inside():  # the CLI's own default broker: 127.0.0.1:6379 in the namespace
+            p = subprocess.run(ns.cmd(*farm_cmd("hosts", "--json")), cwd=REPO, env=env, capture_output=True,
+                               text=True)
+            return json.loads(p.stdout) if p.returncode == 0 else {}
+        wait_for(lambda: any(h["alive"] for h in hosts_inside().values()) or up.poll() is not None,
+                 "farm up's worker", 120, 0.5)
+        assert up.poll() is None, log.read_text()
+        bind = subprocess.run(ns.cmd("redis-cli", "-h", "127.0.0.1", "-p", "6379", "config", "get", "bind"),
+                              capture_output=True, text=True).stdout.split()
+        assert bind == ["bind", "127.0.0.1"]  # loopback only, unless --bind says else
+        kids = descendants(up.pid)
+        names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
+        assert len(kids) == 4 and "redis-server" in names, names  # redis-server, worker, collector, beat
+        fds = pidfds(kids)
+        up.send_signal(stop)
+        assert up.wait(timeout=120) == EXIT_PASS, log.read_text()
+        assert still_running(fds, 60) == [], log.read_text()
+        assert ns.pids() == []
 
 
 def test_a_job_any_host_of_a_class_will_do_runs_once_on_one_of_them(lab, job_file):
@@ -174,9 +168,8 @@ def test_a_job_any_host_of_a_class_will_do_runs_once_on_one_of_them(lab, job_fil
     lab.worker("c1")
     lab.worker("c2")
     hw_class = json.loads(lab.farm("hosts", "--json").stdout)["c1"]["facts"]["hw_class"]
-    p = lab.farm("submit", str(job_file(**TINY, targets={"hw_class": hw_class, "any": True})), "--wait")
-    sub = submitted(p)
-    assert p.returncode == 0, p.stderr
+    sub = submitted(lab.farm("submit", str(job_file(**TINY, targets={"hw_class": hw_class, "any": True})),
+                             "--wait"), EXIT_PASS)
     stored = lab.stored(sub)
     assert len(stored) == 1 and stored[0]["host"]["hostname"] in ("c1", "c2")
 
@@ -186,7 +179,7 @@ def test_the_collector_writes_the_database_that_triage_reads(lab, job_file):
     with the worker's JIT listings, and `farm triage` counts it."""
     lab.collector()
     lab.worker("db-amd", "AuthenticAMD")
-    sub = submitted(lab.farm("submit", str(job_file(name="dbjob", **TINY)), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(name="dbjob", **TINY)), "--all"), EXIT_PASS)
     stored = wait_for(lambda: lab.stored(sub), "the collector to store it", 120)
     run_id, host = stored[0]["run_id"], stored[0]["host"]
     cells = json.loads(lab.farm("triage", "--json", "--job", "dbjob").stdout)
@@ -216,7 +209,8 @@ def test_triage_retries_a_candidate_regression_on_another_host_of_its_class(lab,
     before = json.loads(lab.farm("triage", "regressions", "--json").stdout)
     assert [c["state"] for c in before] == ["awaiting-retry"]
     out = lab.farm("triage", "regressions", "--retry", "--jobs-dir", str(spec.parent))
-    assert "submitted" in out.stdout and "to retry-b" in out.stdout, out.stdout + out.stderr
+    assert out.returncode == EXIT_PASS and "submitted" in out.stdout and "to retry-b" in out.stdout, \
+        out.stdout + out.stderr
     sub = out.stdout.split("submitted ", 1)[1].split()[0]
     wait_for(lambda: lab.stored(sub), "the retry's result", 120)
     after = json.loads(lab.farm("triage", "regressions", "--json").stdout)
@@ -238,8 +232,7 @@ def test_the_collector_retries_a_new_failure_on_another_host_before_calling_it_a
     lab.store().add(old)
     faulty = job_file(name="shortjob", duration="1s", writers={"ops": ["replace"]},
                       topologies=[{"name": "chain-limit-direct", "fault": "short-chain"}])
-    p = lab.farm("submit", str(faulty), "--hosts", "auto-a", "--wait")
-    assert p.returncode == 1, p.stdout + p.stderr
+    submitted(lab.farm("submit", str(faulty), "--hosts", "auto-a", "--wait"), EXIT_FINDINGS)
 
     def states():
         return [(c["state"], c["retry_hosts"]) for c in json.loads(lab.farm("triage", "regressions",

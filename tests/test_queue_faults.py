@@ -19,18 +19,16 @@ import pytest
 import redis
 import yaml
 
+from farm.errors import EXIT_PASS
+from farm.queue.registry import Registry
 from farm.queue.worker_run import NOOP_ERROR
 from support import children_of, wait_for
-from support.lab import submit_noop
+from support.lab import submit_noop, submitted
 
-pytestmark = [pytest.mark.root, pytest.mark.slow]
-
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 TINY = {"duration": "1s", "topologies": ["direct-main"]}
 
-
-def submitted(proc) -> str:
-    assert proc.returncode in (0, 1), proc.stderr
-    return proc.stdout.strip().splitlines()[-1]
 
 
 def unacked(r) -> list[tuple[str, str]]:
@@ -67,21 +65,30 @@ def test_a_redis_restart_mid_run_loses_nothing_and_stores_once(lab, job_file, re
     than the heartbeat TTL, over the moment the worker sends its result."""
     lab.collector()
     w = lab.worker("steady")
-    sub = submitted(lab.farm("submit", str(job_file(duration="3s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="3s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = redis_server.client()
     run_id = f"{sub}.steady"
     wait_for(lambda: r.hget(f"farm:run:{run_id}", "state") == "running", "the run to start", 120)
-    redis_server.stop()  # SIGTERM: redis flushes its append-only file, as a restart does
-    stopped = time.monotonic()
+    if across_result:
+        # the heartbeat renewed no more (SET refused), so its expiry is final
+        refused_since = len(lab.log_bytes("worker-steady"))
+        r.execute_command("ACL", "SETUSER", "default", "-set")
+        wait_for(lambda: b"no permissions to run the 'set' command" in lab.log_bytes("worker-steady")[refused_since:],
+                 "a refused heartbeat", 30)
+        hb_expires_ms = int(r.execute_command("PEXPIRETIME", "farm:hb:steady"))
+        assert hb_expires_ms > 0
+    since = len(lab.log_bytes("worker-steady"))
+    redis_server.stop()  # SIGTERM: redis flushes its append-only file, as a restart does (and forgets ACLs)
+    # the worker has seen the broker gone
+    wait_for(lambda: b"farm worker: heartbeat: " in lab.log_bytes("worker-steady")[since:], "the worker to miss it",
+             30)
     if across_result:
         # the worker holds its result until the broker answers again
         wait_for(lambda: f"result of {run_id} waits for the broker" in lab.log("worker-steady"),
                  "the worker to hold its result", 120)
         # and its heartbeat key has expired meanwhile: the collector's reaper
         # must not take the broker's absence for the host's
-        time.sleep(max(0.0, stopped + float(lab.env["FARM_HEARTBEAT_TTL"]) + 1 - time.monotonic()))
-    else:
-        time.sleep(1)
+        wait_for(lambda: time.time() * 1000 > hb_expires_ms, "the heartbeat key's expiry", 30)
     redis_server.start()
     r = redis_server.client()
     wait_for(lambda: lab.stored(sub), "the result after the restart", 120)
@@ -95,8 +102,8 @@ def test_a_redis_restart_mid_run_loses_nothing_and_stores_once(lab, job_file, re
     assert w.poll() is None, lab.log("worker-steady")
     # worker and collector reconnected: the next job goes through as if nothing happened
     p = lab.farm("submit", str(job_file(name="again", **TINY)), "--all", "--wait")
-    assert p.returncode == 0, p.stdout + p.stderr + lab.log("worker-steady") + lab.log("collector")
-    assert len(lab.stored(submitted(p))) == 1
+    assert p.returncode == EXIT_PASS, p.stdout + p.stderr + lab.log("worker-steady") + lab.log("collector")
+    assert len(lab.stored(submitted(p, EXIT_PASS))) == 1
 
 
 # -- the collector killed ------------------------------------------------------------------
@@ -145,7 +152,7 @@ def test_a_worker_killed_before_load_and_back_at_once_records_one_host_lost(lab,
     loss, once; the host attaches what it recovered and skips its orphan."""
     lab.collector()
     w = lab.worker("early")
-    sub = submitted(lab.farm("submit", str(job_file(duration="30s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="30s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = redis_server.client()
     run_id = f"{sub}.early"
     wait_for(lambda: r.exists("farm:running:early"), "the run in hand", 120, step=0.001)
@@ -198,7 +205,7 @@ def test_a_worker_killed_during_stress_is_one_host_lost_and_leaves_nothing(lab, 
     the host, back, skips its orphaned task."""
     lab.collector()
     w = lab.worker("busy")
-    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="60s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = redis_server.client()
     run_id = f"{sub}.busy"
     wait_for(stressing(w.pid), "the stress to start", 120, step=0.2)
@@ -225,7 +232,7 @@ def test_a_worker_killed_after_sending_its_result_is_not_lost(lab, job_file, red
     ack). The run is the real result, once: not a second, host-lost record,
     and the host stays healthy; the orphaned task is reaped or skipped."""
     lab.worker("late")
-    sub = submitted(lab.farm("submit", str(job_file(duration="2s", topologies=["direct-main"])), "--all"))
+    sub = submitted(lab.farm("submit", str(job_file(duration="2s", topologies=["direct-main"])), "--all"), EXIT_PASS)
     r = admin(redis_server)
     run_id = f"{sub}.late"
     wait_for(lambda: r.hget(f"farm:run:{run_id}", "state") == "running", "the run to start", 120)
@@ -243,10 +250,14 @@ def test_a_worker_killed_after_sending_its_result_is_not_lost(lab, job_file, red
     assert ("farm.run", "host.late") in unacked(r)
     assert bool(r.exists("farm:running:late")) == ("del" in denied)
     lab.collector()
-    # longer than the heartbeat TTL plus a reaper round: it has looked
     wait_for(lambda: not r.exists("farm:hb:late"), "the heartbeat to expire", 30)
     wait_for(lambda: lab.stored(sub), "the result", 60)
-    time.sleep(3)
+    # two reaper rounds ended since: the second began with the heartbeat gone,
+    # so the reaper has looked at this host and not taken it for lost
+    reg = Registry(r)
+    rounds = reg.reaper_rounds()
+    wait_for(lambda: reg.reaper_rounds() >= rounds + 2, "the reaper to look", 60)
+    assert not r.exists(f"farm:lost:{run_id}")
     lab.worker("late")
     wait_for(lambda: settled(r, [run_id], ["host.late"]), "the orphaned task to be reaped or skipped", 60)
     stored = lab.stored(sub)
@@ -287,5 +298,4 @@ def test_a_run_id_that_is_a_path_is_refused_with_an_error_result(lab, job_file, 
     art = lab.state / "artifacts"
     assert not art.exists() or not any(art.iterdir()), list(art.rglob("*"))
     # and the worker still runs a good one
-    p = lab.farm("submit", str(job_file(**TINY)), "--all", "--wait")
-    assert p.returncode == 0, p.stdout + p.stderr
+    submitted(lab.farm("submit", str(job_file(**TINY)), "--all", "--wait"), EXIT_PASS)

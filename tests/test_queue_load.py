@@ -13,7 +13,8 @@ from farm.queue.worker_run import NOOP_ERROR
 from support import wait_for
 from support.lab import submit_noop
 
-pytestmark = [pytest.mark.slow]
+# real redis-servers and workers; the workers load BPF programs
+pytestmark = [pytest.mark.slow, pytest.mark.root]
 
 HOSTS = [f"load-{i:02d}" for i in range(20)]
 SUBMISSIONS = 100  # x 20 hosts = 2,000 runs

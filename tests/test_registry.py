@@ -62,3 +62,37 @@ def test_a_late_result_of_a_lost_run_is_attached_not_counted(redis_server, tmp_p
     stored = c.results.results("s1")
     assert len(stored) == 1
     assert stored[0]["findings"][0]["detail"]["late_result"] == {"verdict": "pass", "findings": []}
+
+
+def test_once_only_marks_unrecovered_runs_and_the_result_cache(redis_server):
+    reg = Registry(redis_server.client())
+    assert reg.claim_tick("nightly", 7, "s1") and not reg.claim_tick("nightly", 7, "s2")
+    assert reg.claim_tick("nightly", 8, "s3")
+    assert reg.claim_retry("j", "amd-zen4", "6.18", "s1") and not reg.claim_retry("j", "amd-zen4", "6.18", "s2")
+    reg.keep_unrecovered("a1", {"run_id": "r1"})
+    reg.keep_unrecovered("a1", {"run_id": "r2"})
+    assert [reg.next_unrecovered("a1"), reg.next_unrecovered("a1"), reg.next_unrecovered("a1")] == [
+        {"run_id": "r1"}, {"run_id": "r2"}, None]
+    assert reg.cached_result("r1") is None
+    reg.cache_result("r1", {"run_id": "r1", "verdict": "pass"})
+    assert reg.cached_result("r1") == {"run_id": "r1", "verdict": "pass"}
+    assert not reg.managed("g1")
+    reg.mark_managed("g1", "vlab")
+    assert reg.managed("g1")
+    # every key has a TTL where the registry promises one
+    ttls = {k: redis_server.client().ttl(k) for k in redis_server.client().keys("farm:*")}
+    assert all(t > 0 for k, t in ttls.items() if k.split(":")[1] in ("tick", "retry", "result", "managed")), ttls
+
+
+def test_no_farm_module_but_the_registry_names_a_redis_key():
+    """The registry owns the farm's keys: a key built elsewhere would
+    escape its TTLs and its documentation."""
+    import re
+    from pathlib import Path
+    import farm
+    raw = re.compile(r"""["']farm:[a-z]|\breg(istry)?\.r\b|\.r\.(get|set|hset|exists|rpush|lpop)\(""")
+    root = Path(farm.__file__).parent
+    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in root.rglob("*.py")
+             if p.name != "registry.py" for n, line in enumerate(p.read_text().splitlines(), 1)
+             if raw.search(line)]
+    assert found == []

@@ -229,7 +229,7 @@ def run_lab_up(hosts: list[str] | None, kernel_spec: str, smp: int, memory_mb: i
         say("farm lab up: Ctrl-C or `farm lab down` stops the guests")
         while not stop["now"]:
             for g in lab.guests:  # the collector's reaper leaves these hosts to us
-                reg.r.set(f"farm:managed:{g.name}", "vlab", ex=10)
+                reg.mark_managed(g.name, "vlab")
             lab.check(on_crash, reg.alive)
             time.sleep(0.5)
     except KeyboardInterrupt:

@@ -3,7 +3,6 @@ the results database (once per run id), keeps run states and health, and
 reaps hosts whose heartbeat stopped mid-job."""
 from __future__ import annotations
 
-import json
 import threading
 import time
 
@@ -12,7 +11,6 @@ from farm.queue.registry import HEARTBEAT_TTL_S, Registry
 from farm.store import Store
 
 CRASH_KINDS = {"kernel-oops", "kernel-bug", "lockup", "host-lost"}
-RESULT_CACHE_S = 7 * 24 * 3600
 REAP_EVERY_S = 2.0
 
 
@@ -64,9 +62,9 @@ class Collector:
     def _settle(self, result: dict) -> None:
         """The run's state and cached result, from what the database holds."""
         run_id = result["run_id"]
+        # the result first: whoever sees the run done (`farm submit --wait`) finds it there
+        self.reg.cache_result(run_id, {k: v for k, v in result.items() if k != "attachments"})  # those: the db
         self.reg.set_run_state(run_id, "lost" if _lost(result) else "done", verdict=result["verdict"])
-        cached = {k: v for k, v in result.items() if k != "attachments"}  # those live in the database
-        self.reg.r.set(f"farm:result:{run_id}", json.dumps(cached), ex=RESULT_CACHE_S)
 
     def attach(self, run_id: str, submission: str, recovered: dict, key: str = "recovered") -> bool:
         """What a returning host recovered (or reported late), onto its
@@ -75,7 +73,7 @@ class Collector:
             for f in result["findings"]:
                 if f["kind"] == "host-lost":
                     f["detail"][key] = recovered
-            self.reg.r.set(f"farm:result:{run_id}", json.dumps(result), ex=RESULT_CACHE_S)
+            self.reg.cache_result(run_id, result)
         return self.results.update(run_id, add)
 
     def reap(self) -> list[str]:
@@ -84,12 +82,13 @@ class Collector:
         self.drop_settled_orphans()
         for name, h in self.reg.hosts().items():
             run = h["running"]
-            if self.reg.r.exists(f"farm:managed:{name}"):
+            if self.reg.managed(name):
                 continue  # a virtual lab watches this host's console and knows better
             if run and not h["alive"]:
                 if declare_lost(self.reg, self.app, name, run, "heartbeat stopped", self.store):
                     lost.append(run["run_id"])
                 self.reg.clear_running(name)
+        self.reg.reaper_round_done()
         return lost
 
     def drop_settled_orphans(self) -> int:

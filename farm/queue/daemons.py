@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -71,8 +70,7 @@ def run_worker(loglevel: str = "WARNING") -> int:
     if prev:
         declare_lost(reg, app, host, prev, "worker restarted mid-job", tasks.send_result)
         reg.clear_running(host)
-    while (raw := reg.r.lpop(f"farm:unrecovered:{host}")):
-        run = json.loads(raw)
+    while (run := reg.next_unrecovered(host)):
         app.send_task("farm.attach", args=[run["run_id"], run["submission"], recover_previous()],
                       queue=RESULTS_QUEUE)
     tasks.HOST = HostContext(host, host_json, reg, worker_id, state_dir())

@@ -81,7 +81,7 @@ def declare_lost(reg: Registry, app, host: str, run: dict, why: str, deliver, cr
     deliver(lost_result(run, facts, why, crash))
     reg.note_loss(host)
     reg.set_run_state(run["run_id"], "lost")
-    reg.r.rpush(f"farm:unrecovered:{host}", json.dumps(run))  # for the host's return
+    reg.keep_unrecovered(host, run)  # for the host's return
     if run.get("task_id"):
         restore_orphan(app, run["task_id"])
     return True

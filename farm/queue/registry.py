@@ -1,11 +1,17 @@
 """The host registry in Redis: facts, heartbeat, lease, the job in hand,
-health, and the runs of every submission.
+health, and the runs of every submission. It owns every key the farm keeps
+in Redis (Celery's queues are Celery's): no other module names one.
 
 Keys (prefix farm:): hosts (set) · host:<h> (hash: facts, queues, health,
 losses, registered) · hb:<h> (TTL) · lease:<h> (TTL, SET NX) · running:<h>
 (the run in hand) · lost:<run_id> (set once: exactly one host-lost) ·
-sub:<id> (submission) · subs (zset) · run:<run_id> (hash: state, host, sent
-(the worker's result is on the results queue), ...).
+unrecovered:<h> (list: runs lost with the host, for its return) ·
+managed:<h> (TTL: a virtual lab watches the host) · reaper (hash: rounds,
+last: the collector's reaper rounds done) · sub:<id> (submission) ·
+subs (zset) · run:<run_id> (hash: state, host, sent (the worker's result is
+on the results queue), ...) · result:<run_id> (TTL: the stored result, for
+`farm submit --wait`) · tick:<schedule>:<slot> (TTL, SET NX: one fan-out a
+tick) · retry:<job>:<class>:<kernel> (TTL, SET NX: one retry a candidate).
 """
 from __future__ import annotations
 
@@ -22,6 +28,17 @@ HEARTBEAT_TTL_S = int(os.environ.get("FARM_HEARTBEAT_TTL", "15"))
 HEARTBEAT_EVERY_S = max(1, HEARTBEAT_TTL_S // 5)
 LOSS_WINDOW_S = 24 * 3600
 QUARANTINE_AFTER = 3   # losses or crashes within the window
+# How long a key outlives its reason to be: the result cache serves a
+# `--wait` that may start late; a tick and a retry mark outlive any replay.
+RESULT_CACHE_S = 7 * 24 * 3600
+TICK_MARK_S = 8 * 24 * 3600
+RETRY_MARK_S = 7 * 24 * 3600
+MANAGED_S = 10         # a virtual lab renews it every half second while up
+
+
+def key(kind: str, *parts) -> str:
+    """The one place a farm key's name is made."""
+    return ":".join(("farm", kind, *map(str, parts)))
 
 
 def connect(url: str) -> redis.Redis:
@@ -36,36 +53,39 @@ def connect(url: str) -> redis.Redis:
 
 class Registry:
     def __init__(self, client: redis.Redis):
-        self.r = client
+        self._r = client
+
+    def close(self) -> None:
+        self._r.close()
 
     # hosts -------------------------------------------------------------
     def register(self, host: str, facts: dict, queues: list[str]) -> None:
-        p = self.r.pipeline()
-        p.sadd("farm:hosts", host)
-        p.hset(f"farm:host:{host}", mapping={"facts": json.dumps(facts), "queues": json.dumps(queues),
+        p = self._r.pipeline()
+        p.sadd(key("hosts"), host)
+        p.hset(key("host", host), mapping={"facts": json.dumps(facts), "queues": json.dumps(queues),
                                               "registered": time.time()})
-        p.hsetnx(f"farm:host:{host}", "health", "healthy")
+        p.hsetnx(key("host", host), "health", "healthy")
         p.execute()
 
     def heartbeat(self, host: str, worker_id: str) -> None:
-        p = self.r.pipeline()
-        p.set(f"farm:hb:{host}", worker_id, ex=HEARTBEAT_TTL_S)
-        p.hset(f"farm:host:{host}", "last_heartbeat", time.time())
+        p = self._r.pipeline()
+        p.set(key("hb", host), worker_id, ex=HEARTBEAT_TTL_S)
+        p.hset(key("host", host), "last_heartbeat", time.time())
         p.execute()
 
     def forget_heartbeat(self, host: str) -> None:
-        self.r.delete(f"farm:hb:{host}")
+        self._r.delete(key("hb", host))
 
     def alive(self, host: str) -> bool:
-        return bool(self.r.exists(f"farm:hb:{host}"))
+        return bool(self._r.exists(key("hb", host)))
 
     def hosts(self) -> dict[str, dict]:
         out = {}
-        for name in sorted(self.r.smembers("farm:hosts")):
-            h = self.r.hgetall(f"farm:host:{name}")
+        for name in sorted(self._r.smembers(key("hosts"))):
+            h = self._r.hgetall(key("host", name))
             if not h:
                 continue
-            running = self.r.get(f"farm:running:{name}")
+            running = self._r.get(key("running", name))
             out[name] = {"facts": json.loads(h.get("facts", "{}")), "queues": json.loads(h.get("queues", "[]")),
                          "health": h.get("health", "healthy"), "alive": self.alive(name),
                          "last_heartbeat": float(h["last_heartbeat"]) if "last_heartbeat" in h else None,
@@ -75,84 +95,129 @@ class Registry:
 
     # lease -------------------------------------------------------------
     def acquire_lease(self, host: str, owner: str) -> bool:
-        key = f"farm:lease:{host}"
-        return bool(self.r.set(key, owner, nx=True, ex=HEARTBEAT_TTL_S)) or self.r.get(key) == owner
+        lease = key("lease", host)
+        return bool(self._r.set(lease, owner, nx=True, ex=HEARTBEAT_TTL_S)) or self._r.get(lease) == owner
 
     def renew_lease(self, host: str, owner: str) -> None:
-        key = f"farm:lease:{host}"
-        if self.r.get(key) == owner:
-            self.r.expire(key, HEARTBEAT_TTL_S)
+        lease = key("lease", host)
+        if self._r.get(lease) == owner:
+            self._r.expire(lease, HEARTBEAT_TTL_S)
 
     def release_lease(self, host: str, owner: str) -> None:
-        key = f"farm:lease:{host}"
-        if self.r.get(key) == owner:
-            self.r.delete(key)
+        lease = key("lease", host)
+        if self._r.get(lease) == owner:
+            self._r.delete(lease)
 
     # the run in hand ---------------------------------------------------
     def set_running(self, host: str, run: dict) -> None:
-        self.r.set(f"farm:running:{host}", json.dumps(run))
+        self._r.set(key("running", host), json.dumps(run))
         self.set_run_state(run["run_id"], "running", host=host)
 
     def running(self, host: str) -> dict | None:
-        v = self.r.get(f"farm:running:{host}")
+        v = self._r.get(key("running", host))
         return json.loads(v) if v else None
 
     def clear_running(self, host: str) -> None:
-        self.r.delete(f"farm:running:{host}")
+        self._r.delete(key("running", host))
 
     def mark_lost(self, run_id: str) -> bool:
         """True exactly once per run: whoever gets it records the host-lost."""
-        return bool(self.r.set(f"farm:lost:{run_id}", time.time(), nx=True))
+        return bool(self._r.set(key("lost", run_id), time.time(), nx=True))
 
     def is_lost(self, run_id: str) -> bool:
-        return bool(self.r.exists(f"farm:lost:{run_id}"))
+        return bool(self._r.exists(key("lost", run_id)))
+
+    def keep_unrecovered(self, host: str, run: dict) -> None:
+        """A run lost with its host, for the host to report on when back."""
+        self._r.rpush(key("unrecovered", host), json.dumps(run))
+
+    def next_unrecovered(self, host: str) -> dict | None:
+        """The oldest run lost with this host not yet reported on, taken."""
+        v = self._r.lpop(key("unrecovered", host))
+        return json.loads(v) if v else None
 
     def mark_sent(self, run_id: str) -> None:
         """The worker handed the run's result to the results queue: a host
         that dies after this (before its task is acked) has lost nothing.
         A field of its own: the collector may have set state done already."""
-        self.r.hset(f"farm:run:{run_id}", "sent", time.time())
+        self._r.hset(key("run", run_id), "sent", time.time())
 
     def result_sent(self, run_id: str) -> bool:
-        return bool(self.r.hexists(f"farm:run:{run_id}", "sent"))
+        return bool(self._r.hexists(key("run", run_id), "sent"))
+
+    def mark_managed(self, host: str, by: str) -> None:
+        """A virtual lab watches this host's console: the collector's reaper
+        leaves it alone while the mark is renewed."""
+        self._r.set(key("managed", host), by, ex=MANAGED_S)
+
+    def managed(self, host: str) -> bool:
+        return bool(self._r.exists(key("managed", host)))
+
+    def reaper_round_done(self) -> None:
+        """One more round of the collector's reaper looked at every host:
+        what a test (or an operator) waits on to know it has looked."""
+        p = self._r.pipeline()
+        p.hincrby(key("reaper"), "rounds", 1)
+        p.hset(key("reaper"), "last", time.time())
+        p.execute()
+
+    def reaper_rounds(self) -> int:
+        return int(self._r.hget(key("reaper"), "rounds") or 0)
 
     # health ------------------------------------------------------------
     def note_loss(self, host: str, now: float | None = None) -> str:
         """A loss or crash: suspect, or quarantined after repeated ones."""
         now = now or time.time()
-        key = f"farm:host:{host}"
-        losses = [t for t in json.loads(self.r.hget(key, "losses") or "[]") if t > now - LOSS_WINDOW_S]
+        host_key = key("host", host)
+        losses = [t for t in json.loads(self._r.hget(host_key, "losses") or "[]") if t > now - LOSS_WINDOW_S]
         losses.append(now)
         health = "quarantined" if len(losses) >= QUARANTINE_AFTER else "suspect"
-        self.r.hset(key, mapping={"losses": json.dumps(losses), "health": health})
+        self._r.hset(host_key, mapping={"losses": json.dumps(losses), "health": health})
         return health
 
     def release(self, host: str) -> None:
         """Back to healthy (an operator's word, or a passing health-check)."""
-        if not self.r.sismember("farm:hosts", host):
+        if not self._r.sismember(key("hosts"), host):
             raise KeyError(host)
-        self.r.hset(f"farm:host:{host}", mapping={"health": "healthy", "losses": "[]"})
+        self._r.hset(key("host", host), mapping={"health": "healthy", "losses": "[]"})
 
     # submissions -------------------------------------------------------
     def add_submission(self, sub: dict) -> None:
-        p = self.r.pipeline()
-        p.set(f"farm:sub:{sub['id']}", json.dumps(sub))
-        p.zadd("farm:subs", {sub["id"]: sub["created"]})
+        p = self._r.pipeline()
+        p.set(key("sub", sub["id"]), json.dumps(sub))
+        p.zadd(key("subs"), {sub["id"]: sub["created"]})
         for run_id, host in sub["runs"].items():
-            p.hset(f"farm:run:{run_id}", mapping={"state": "queued", "host": host, "submission": sub["id"],
-                                                  "updated": time.time()})
+            p.hset(key("run", run_id), mapping={"state": "queued", "host": host, "submission": sub["id"],
+                                                "updated": time.time()})
         p.execute()
 
     def submission(self, sub_id: str) -> dict | None:
-        v = self.r.get(f"farm:sub:{sub_id}")
+        v = self._r.get(key("sub", sub_id))
         return json.loads(v) if v else None
 
     def submissions(self, limit: int = 20) -> list[str]:
-        return self.r.zrevrange("farm:subs", 0, limit - 1)
+        return self._r.zrevrange(key("subs"), 0, limit - 1)
 
     def set_run_state(self, run_id: str, state: str, **extra) -> None:
-        self.r.hset(f"farm:run:{run_id}", mapping={"state": state, "updated": time.time(),
-                                                   **{k: str(v) for k, v in extra.items()}})
+        self._r.hset(key("run", run_id), mapping={"state": state, "updated": time.time(),
+                                                  **{k: str(v) for k, v in extra.items()}})
 
     def run_state(self, run_id: str) -> dict:
-        return self.r.hgetall(f"farm:run:{run_id}")
+        return self._r.hgetall(key("run", run_id))
+
+    def cache_result(self, run_id: str, result: dict) -> None:
+        """The result as stored, for `farm submit --wait` to read back."""
+        self._r.set(key("result", run_id), json.dumps(result), ex=RESULT_CACHE_S)
+
+    def cached_result(self, run_id: str) -> dict | None:
+        v = self._r.get(key("result", run_id))
+        return json.loads(v) if v else None
+
+    # once-only marks -----------------------------------------------------
+    def claim_tick(self, schedule: str, slot: int, sub_id: str) -> bool:
+        """True for the first caller of a schedule's tick: it fans out."""
+        return bool(self._r.set(key("tick", schedule, slot), sub_id, nx=True, ex=TICK_MARK_S))
+
+    def claim_retry(self, job: str, hw_class: str, kernel: str, sub_id: str) -> bool:
+        """True for the first retry of a candidate (job, class, kernel)."""
+        return bool(self._r.set(key("retry", job, hw_class, kernel), sub_id, nx=True, ex=RETRY_MARK_S))

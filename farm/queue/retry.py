@@ -10,8 +10,6 @@ from pathlib import Path
 from farm.config import broker_url
 from farm.report.regressions import Candidate, regressions
 
-RETRY_MARK_TTL_S = 7 * 24 * 3600
-
 
 def other_hosts(hosts: dict, c: Candidate) -> list[str]:
     return sorted(name for name, h in hosts.items()
@@ -63,8 +61,7 @@ def auto_retry(app, reg, store, result: dict) -> str | None:
     if found is None or not sub or "spec" not in sub:
         return None
     others = other_hosts(reg.hosts(), found)
-    mark = f"farm:retry:{found.job}:{found.hw_class}:{found.kernel}"
-    if not others or not reg.r.set(mark, sub["id"], nx=True, ex=RETRY_MARK_TTL_S):
+    if not others or not reg.claim_retry(found.job, found.hw_class, found.kernel, sub["id"]):
         return None
     new = _send(app, reg, found, sub["spec"], sub.get("overrides") or {}, others[0])
     return f"retry of {found.job} on {found.hw_class} {found.kernel}: {new} to {others[0]}"

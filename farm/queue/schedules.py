@@ -110,7 +110,7 @@ def fire(app, reg: Registry, entry: dict, scheduled_for: float) -> str | None:
     None when this tick already fanned out."""
     slot = tick_slot(entry, scheduled_for or time.time())
     sub_id = f"sched-{entry['name']}-{slot}"
-    if not reg.r.set(f"farm:tick:{entry['name']}:{slot}", sub_id, nx=True, ex=8 * 24 * 3600):
+    if not reg.claim_tick(entry["name"], slot, sub_id):
         return None
     t = entry["targets"]
     sel = Selection(parse_where(t.get("where", "")), tuple(t.get("hosts") or ()), bool(t.get("all")))

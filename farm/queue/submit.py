@@ -1,7 +1,6 @@
 """Fan-out of a job to the hosts that match, and following it to the end."""
 from __future__ import annotations
 
-import json
 import secrets
 import time
 from datetime import datetime, timezone
@@ -59,12 +58,7 @@ def run_states(reg: Registry, sub: dict) -> dict[str, dict]:
 
 
 def cached_results(reg: Registry, sub: dict) -> list[dict]:
-    out = []
-    for run_id in sub["runs"]:
-        v = reg.r.get(f"farm:result:{run_id}")
-        if v:
-            out.append(json.loads(v))
-    return out
+    return [r for r in map(reg.cached_result, sub["runs"]) if r]
 
 
 def worst_exit(results: list[dict], expected: int) -> int:

@@ -1,6 +1,8 @@
 """`farm up`: a one-machine lab in the foreground: redis-server (when
 FARM_BROKER_URL is unset and nothing answers, or when --bind/--port ask for
-one), a worker, the collector and beat; Ctrl-C stops them all.
+one), a worker, the collector and beat. Ctrl-C, SIGTERM (systemd, docker,
+`kill`) and SIGHUP (the terminal gone) stop them all: the daemons run in
+sessions of their own, so nothing but `farm up` itself would stop them.
 
 Redis listens on loopback unless told otherwise. Beyond loopback it always
 requires a password: generated once, kept in <state>/redis.password with mode
@@ -22,6 +24,17 @@ from urllib.parse import quote
 
 from farm.config import DEFAULT_BROKER, state_dir
 from farm.errors import BadInput, InfraError
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Stopped(BaseException):
+    """SIGTERM or SIGHUP: stop the lab as Ctrl-C does (a BaseException, like
+    KeyboardInterrupt, so no `except Exception` on the way swallows it)."""
+
+
+def _raise_stopped(signum, _frame):
+    raise _Stopped(signal.Signals(signum).name)
 
 
 def _redis_answers(url: str) -> bool:
@@ -88,12 +101,16 @@ def start_redis(bind: str, port: int) -> tuple[subprocess.Popen, str]:
     # own session: the terminal's Ctrl-C reaches `farm up` only, which then
     # stops the daemons first and the broker last
     proc = subprocess.Popen([server, str(conf_path)], start_new_session=True)
-    for _ in range(200):
-        if _redis_answers(url):
-            return proc, url
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
+    try:
+        for _ in range(200):
+            if _redis_answers(url):
+                return proc, url
+            if proc.poll() is not None:
+                break
+            time.sleep(0.05)
+    except BaseException:  # stopped while it starts: it must not outlive us
+        _stop([proc])
+        raise
     _stop([proc])
     raise InfraError(f"redis-server did not start on {bind}:{port}")
 
@@ -104,11 +121,14 @@ def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> 
     procs: list[subprocess.Popen] = []
     redis_proc = None
     env = dict(os.environ)
-    if bind or port:
-        redis_proc, env["FARM_BROKER_URL"] = start_redis(bind or "127.0.0.1", port or 6379)
-    elif "FARM_BROKER_URL" not in os.environ and not _redis_answers(DEFAULT_BROKER):
-        redis_proc, env["FARM_BROKER_URL"] = start_redis("127.0.0.1", 6379)
+    before = {s: signal.getsignal(s) for s in STOP_SIGNALS}
+    signal.signal(signal.SIGTERM, _raise_stopped)
+    signal.signal(signal.SIGHUP, _raise_stopped)
     try:
+        if bind or port:
+            redis_proc, env["FARM_BROKER_URL"] = start_redis(bind or "127.0.0.1", port or 6379)
+        elif "FARM_BROKER_URL" not in os.environ and not _redis_answers(DEFAULT_BROKER):
+            redis_proc, env["FARM_BROKER_URL"] = start_redis("127.0.0.1", 6379)
         farm = [sys.executable, "-m", "farm.cli"]
         for cmd in (["worker"], ["collector"], ["beat", schedules]):
             procs.append(subprocess.Popen(farm + cmd, env=env, start_new_session=True))
@@ -120,12 +140,17 @@ def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> 
         while all(p.poll() is None for p in procs + [redis_proc] if p):
             time.sleep(0.5)
         return 3  # one of them died
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped):
         return 0
     finally:
+        # a second signal must not cut the stopping short and orphan the rest
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
         _stop(procs)
         if redis_proc:
             _stop([redis_proc])
+        for s, handler in before.items():
+            signal.signal(s, handler)
 
 
 def _stop(procs: list[subprocess.Popen]) -> None:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import redis
@@ -51,6 +53,78 @@ class RedisServer:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(timeout=30)
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below pid, children first."""
+    try:
+        kids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except FileNotFoundError:
+        return []
+    return kids + [d for k in kids for d in descendants(k)]
+
+
+def pidfds(pids: list[int]) -> dict[int, int]:
+    """pid -> a pidfd, taken while they live: a pidfd names one process,
+    never a later one that reuses its pid, and can be waited on by anyone.
+    A process already gone gets none."""
+    fds = {}
+    for pid in pids:
+        try:
+            fds[pid] = os.pidfd_open(pid)
+        except ProcessLookupError:
+            pass  # gone already
+    return fds
+
+
+def still_running(fds: dict[int, int], deadline_s: float) -> list[int]:
+    """Wait (on their pidfds, not a clock) until each process has exited or
+    the deadline passed; returns the pids that had not. Closes the fds."""
+    poller = select.poll()
+    left = {fd: pid for pid, fd in fds.items()}
+    for fd in left:
+        poller.register(fd, select.POLLIN)
+    end = time.monotonic() + deadline_s
+    while left and (remaining := end - time.monotonic()) > 0:
+        for fd, _ in poller.poll(int(remaining * 1000) + 1):
+            poller.unregister(fd)
+            del left[fd]
+    for fd in fds.values():
+        os.close(fd)
+    return sorted(left.values())
+
+
+class LoopbackNetns:
+    """A network namespace the test makes, with only `lo` up: a 127.0.0.1
+    and a port 6379 of its own, free whatever listens on this machine's.
+    Leaving it kills what still runs inside and deletes it."""
+
+    def __init__(self, tag: str):
+        self.name = f"farmlo{os.getpid() % 100000}{tag}"
+
+    def __enter__(self) -> "LoopbackNetns":
+        subprocess.run(["ip", "netns", "add", self.name], check=True, capture_output=True)
+        subprocess.run(self.cmd("ip", "link", "set", "lo", "up"), check=True, capture_output=True)
+        return self
+
+    def cmd(self, *args: str) -> list[str]:
+        """args run inside the namespace (ip execs them: same pid)."""
+        return ["ip", "netns", "exec", self.name, *args]
+
+    def pids(self) -> list[int]:
+        out = subprocess.run(["ip", "netns", "pids", self.name], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def __exit__(self, *_) -> None:
+        left = self.pids()
+        fds = pidfds(left)
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        still_running(fds, 30)
+        subprocess.run(["ip", "netns", "del", self.name], capture_output=True)
 
 
 class Lab:
@@ -107,6 +181,11 @@ class Lab:
         return subprocess.run(farm_cmd(*args), cwd=REPO, env=self.env, capture_output=True, text=True,
                               timeout=timeout)
 
+    def log_bytes(self, name: str) -> bytes:
+        """The whole log, to slice at an offset taken before."""
+        path = self.state / f"{name}.log"
+        return path.read_bytes() if path.exists() else b""
+
     def log(self, name: str) -> str:
         path = self.state / f"{name}.log"
         return path.read_text(errors="replace")[-4000:] if path.exists() else ""
@@ -131,6 +210,13 @@ class Lab:
                 p.wait()
 
 
+def submitted(proc: subprocess.CompletedProcess, exit_code: int) -> str:
+    """The submission id `farm submit` printed, once it exited exit_code
+    (EXIT_PASS without --wait; with --wait, the verdict's)."""
+    assert proc.returncode == exit_code, f"exit {proc.returncode}, not {exit_code}: {proc.stdout}{proc.stderr}"
+    return proc.stdout.strip().splitlines()[-1]
+
+
 def submit_noop(url: str, count: int, hosts: tuple[str, ...] = ()) -> list[dict]:
     """`count` submissions of a zero-length job (the worker answers at once),
     to every healthy host or to `hosts`, sent from this process."""
@@ -147,4 +233,4 @@ def submit_noop(url: str, count: int, hosts: tuple[str, ...] = ()) -> list[dict]
         return [submit(app, reg, spec, text, sel, noop=True) for _ in range(count)]
     finally:
         app.close()
-        reg.r.close()
+        reg.close()

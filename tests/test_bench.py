@@ -1,0 +1,67 @@
+"""Every benchmark still runs: each at its --smoke size, its last line of
+stdout a JSON object with the keys its docstring promises. (bench/queue.py
+once waited 300 s for result files the results database had replaced.)"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from support import REPO
+
+ENGINE_RATES = {"engine_updates_per_s", "c_updates_per_s", "bpftool_updates_per_s"}
+KEYS = {
+    "engine.py": {"cpu", "seconds", "repeat", "direct-main", "indirect", "update_ratio_vs_c",
+                  "update_ratio_vs_c_indirect", "update_ratio_vs_bpftool", "verified_tail_calls_per_s",
+                  "raw_tail_calls_per_s", "verified_ratio_vs_raw"},
+    "queue.py": {"p50_ms", "p95_ms", "latency_samples", "fanout_tasks", "workers", "fanout_s"},
+    "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
+                 "target_matrix_s"},
+    "lab.py": {"boot_to_worker_ready_s", "smoke_host_s", "smoke_guest_s", "guest_vs_host", "duration",
+               "guest_run"},
+}
+
+
+def smoke(bench: str, timeout: float) -> dict:
+    p = subprocess.run([sys.executable, str(REPO / "bench" / bench), "--smoke"], cwd=REPO, capture_output=True,
+                       text=True, timeout=timeout)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    last = json.loads(p.stdout.strip().splitlines()[-1])
+    assert isinstance(last, dict), last
+    assert set(last) == KEYS[bench], sorted(set(last) ^ KEYS[bench])
+    return last
+
+
+def test_every_bench_has_a_smoke_test_here():
+    assert {p.name for p in (REPO / "bench").glob("*.py")} == set(KEYS)
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_the_engine_bench_runs():
+    out = smoke("engine.py", 300)
+    for topology in ("direct-main", "indirect"):
+        assert set(out[topology]) == ENGINE_RATES and all(v > 0 for v in out[topology].values())
+    assert out["verified_tail_calls_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_queue_bench_runs():
+    out = smoke("queue.py", 300)
+    assert out["fanout_tasks"] == out["workers"] * 4 and out["fanout_s"] > 0 and out["p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_the_store_bench_runs():
+    out = smoke("store.py", 300)
+    assert out["results"] == 500 and out["results_per_s"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.root
+@pytest.mark.qemu
+def test_the_lab_bench_runs():
+    out = smoke("lab.py", 1200)
+    assert out["duration"] == "1s" and out["boot_to_worker_ready_s"] > 0 and out["smoke_guest_s"] > 0
