@@ -9,6 +9,7 @@ import threading
 import uuid
 
 from farm.config import broker_url, state_dir
+from farm.errors import EXIT_PASS
 from farm.facts import probe
 from farm.queue import tasks
 from farm.queue.app import app
@@ -85,7 +86,7 @@ def run_worker(loglevel: str = "WARNING") -> int:
     finally:
         stop.set()
         reg.forget_heartbeat(host)
-    return 0
+    return EXIT_PASS
 
 
 def run_collector(loglevel: str = "WARNING") -> int:
@@ -110,4 +111,4 @@ def run_collector(loglevel: str = "WARNING") -> int:
                    without_mingle=True, without_gossip=True).start()
     finally:
         stop.set()
-    return 0
+    return EXIT_PASS

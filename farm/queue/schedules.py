@@ -17,7 +17,7 @@ from pathlib import Path
 
 from celery.schedules import ParseException, crontab
 
-from farm.errors import BadInput, shown
+from farm.errors import EXIT_PASS, BadInput, shown
 from farm.inputs import load_yaml, read_input
 from farm.queue.registry import Registry
 from farm.queue.routing import Selection, parse_where
@@ -129,4 +129,4 @@ def run_beat(path: str | Path, state: Path) -> int:
     app.conf.beat_schedule = beat_schedule(entries)
     print(f"farm beat: {len(entries)} schedules from {path}", flush=True)
     app.Beat(schedule=str(state / "beat-schedule"), max_interval=1, loglevel="WARNING").run()
-    return 0
+    return EXIT_PASS

@@ -5,7 +5,7 @@ import secrets
 import time
 from datetime import datetime, timezone
 
-from farm.errors import BadInput
+from farm.errors import EXIT_PASS, VERDICT_EXIT, BadInput
 from farm.queue.registry import Registry
 from farm.queue.routing import Selection, select_hosts
 from farm.spec import JobSpec
@@ -62,8 +62,6 @@ def cached_results(reg: Registry, sub: dict) -> list[dict]:
 
 
 def worst_exit(results: list[dict], expected: int) -> int:
-    """3 if any run errored or is missing, else 1 if any failed, else 0."""
-    verdicts = {r["verdict"] for r in results}
-    if "error" in verdicts or len(results) < expected:
-        return 3
-    return 1 if "fail" in verdicts else 0
+    """The worst verdict's exit code; a missing result counts as an error."""
+    verdicts = {r["verdict"] for r in results} | ({"error"} if len(results) < expected else set())
+    return max((VERDICT_EXIT[v] for v in verdicts), default=EXIT_PASS)

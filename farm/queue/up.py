@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from farm.config import DEFAULT_BROKER, state_dir
-from farm.errors import BadInput, InfraError
+from farm.errors import EXIT_INFRA, EXIT_PASS, BadInput, InfraError
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -139,9 +139,9 @@ def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> 
                   f"the password is in {state_dir() / 'redis.password'}", flush=True)
         while all(p.poll() is None for p in procs + [redis_proc] if p):
             time.sleep(0.5)
-        return 3  # one of them died
+        return EXIT_INFRA  # one of them died
     except (KeyboardInterrupt, _Stopped):
-        return 0
+        return EXIT_PASS
     finally:
         # a second signal must not cut the stopping short and orphan the rest
         for s in STOP_SIGNALS:
