@@ -50,7 +50,8 @@ def test_leaves_a_process_behind(tmp_path):
 
 def test_a_suite_that_leaves_something_behind_fails(tmp_path):
     pidfile = tmp_path / "pid"
-    env = {**os.environ, "FARM_LEAK_DEMO": "1", "FARM_LEAK_PIDFILE": str(pidfile), "FARM_LEAK_GRACE_S": "2"}
+    env = {**os.environ, "FARM_LEAK_DEMO": "1", "FARM_LEAK_PIDFILE": str(pidfile), "FARM_LEAK_GRACE_S": "2",
+           "FARM_LEAK_CHECK": "on"}  # the check under test, whatever this suite was told
     try:
         p = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                             f"{__file__}::test_leaves_a_process_behind"], cwd=REPO, env=env,
