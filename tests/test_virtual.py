@@ -15,6 +15,7 @@ from conftest import REPO, farm_cmd
 
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
 KERNEL_6_12 = "deb:linux-image-6.12.107+deb12-amd64-unsigned"  # its 9pnet needs netfs first; modules .ko.xz
+KERNEL_CLOUD = "deb:linux-image-6.1.0-57-cloud-amd64-unsigned"  # no 9p at all: its guests get virtiofs
 
 
 def smoke_topologies() -> list:
@@ -59,20 +60,24 @@ def test_debians_6_12_kernel_boots_and_passes_the_smoke_topologies_in_an_amd_gue
 def test_a_kernel_warning_mid_run_is_a_finding_the_engine_reads_from_dev_kmsg(tmp_path, job_file, monkeypatch):
     """A real WARN in the guest's kernel while `farm run` runs there: the
     engine's own /dev/kmsg reader reports it (the guest's run ends normally
-    and its result.json is used; the console is never read)."""
+    and its result.json is used; the console is never read). The guest runs
+    a cloud kernel, which has no 9p: its shares are virtiofs."""
     from guest_kmod import WARN_FUNCTION, build_warn_module
     from farm.guests.qemu import resolve_kernel
     monkeypatch.setenv("FARM_STATE_DIR", str(tmp_path / "state"))
-    module = build_warn_module(resolve_kernel().release, tmp_path / "kmod")
+    release = resolve_kernel(KERNEL_CLOUD).release
+    module = build_warn_module(release, tmp_path / "kmod")
     job = job_file(duration="2s", topologies=["direct-main"], checks=["oracle", "kmsg"])
-    p, r = lab_run(tmp_path, job, "EPYC-Milan", {"FARM_LAB_FAULT": f"insmod:{module}"})
+    p, r = lab_run(tmp_path, job, "EPYC-Milan", {"FARM_LAB_FAULT": f"insmod:{module}"}, kernel=KERNEL_CLOUD)
     assert r is not None, p.stdout + p.stderr
     assert (p.returncode, r["verdict"]) == (1, "fail"), p.stdout + p.stderr
     assert [(f["kind"], f["signature"]) for f in r["findings"]] == [("kernel-warning", f"WARNING in {WARN_FUNCTION}")]
     assert re.fullmatch(r".*/farm_warn\.c:\d+", r["findings"][0]["detail"]["file"])
     # the engine's run in the guest finished and wrote it: its stats and its kmsg artifact, no host-lost
-    assert r["stats"]["tail_calls_verified"] > 0 and r["host"]["hostname"] == "vm-epyc-milan"
+    assert r["stats"]["tail_calls_verified"] > 0
+    assert (r["host"]["hostname"], r["host"]["kernel"]) == ("vm-epyc-milan", release)
     assert "WARNING: CPU:" in (tmp_path / "art" / r["artifacts"]["kmsg"]).read_text()
+    assert "virtiofs" in (tmp_path / "art" / "console.log").read_text()
     assert no_guest_left(tmp_path)
 
 
@@ -118,9 +123,11 @@ def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
 
 
 def test_guest_modules_load_after_what_they_need_and_built_in_ones_are_skipped(tmp_path):
-    """Pure logic, on a modules dir laid out like 6.12's (9pnet needs netfs; virtio built in)."""
+    """Pure logic, on a modules dir laid out like 6.12's (9pnet needs netfs; virtio built in);
+    without 9p (as in Debian's cloud kernels) the guest's shares are virtiofs."""
     from farm.errors import InfraError
-    from farm.guests.modules import ModuleTree
+    from farm.guests.modules import GUEST_MODULES, ModuleTree
+    from farm.guests.shares import transport
     deps = {"kernel/fs/9p/9p.ko.xz": ["kernel/net/9p/9pnet.ko.xz", "kernel/fs/netfs/netfs.ko.xz"],
             "kernel/net/9p/9pnet_virtio.ko.xz": ["kernel/net/9p/9pnet.ko.xz"],
             "kernel/net/9p/9pnet.ko.xz": ["kernel/fs/netfs/netfs.ko.xz"],
@@ -135,8 +142,12 @@ def test_guest_modules_load_after_what_they_need_and_built_in_ones_are_skipped(t
         (tmp_path / path).touch()
     (tmp_path / "modules.dep").write_text("".join(f"{m}: {' '.join(d)}\n" for m, d in deps.items()))
     (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
-    assert ModuleTree(tmp_path).load_order() == ["failover", "net_failover", "virtio_net", "netfs", "9pnet",
+    assert ModuleTree(tmp_path).load_order(GUEST_MODULES["9p"]) == ["failover", "net_failover", "virtio_net", "netfs", "9pnet",
                                                  "9pnet_virtio", "9p", "overlay"]
+    assert transport(ModuleTree(tmp_path).loadable) == "9p"
     (tmp_path / "kernel/fs/netfs/netfs.ko.xz").unlink()
     with pytest.raises(InfraError, match=r"no module netfs, built in or loadable \(needed by 9pnet <- 9pnet_virtio\)"):
-        ModuleTree(tmp_path).load_order()
+        ModuleTree(tmp_path).load_order(GUEST_MODULES["9p"])
+    for path in ("kernel/fs/9p/9p.ko.xz", "kernel/net/9p/9pnet_virtio.ko.xz"):  # a cloud kernel's lot
+        (tmp_path / path).unlink()
+    assert transport(ModuleTree(tmp_path).loadable) == "virtiofs"

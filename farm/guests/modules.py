@@ -17,8 +17,9 @@ from pathlib import Path
 
 from farm.errors import InfraError
 
-# What the guest's init needs: the PCI transport, the NIC, 9p over virtio, overlayfs.
-GUEST_MODULES = ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "overlay")
+# What the guest's init needs: the PCI transport, the NIC, its shares' file system, overlayfs.
+GUEST_MODULES = {"9p": ("virtio_pci", "virtio_net", "9pnet_virtio", "9p", "overlay"),
+                 "virtiofs": ("virtio_pci", "virtio_net", "virtiofs", "overlay")}
 _SUFFIXES = (".ko", ".ko.xz", ".ko.gz", ".ko.zst")
 
 
@@ -84,6 +85,10 @@ class ModuleTree:
                 if sep:
                     self._deps[module_name(path)] = [module_name(d) for d in deps.split()]
 
+    def loadable(self, name: str) -> bool:
+        """Built in, or a module file of this kernel."""
+        return name in self.files or name in self.builtin
+
     def depends(self, name: str) -> list[str]:
         if name not in self._deps:
             try:
@@ -92,7 +97,7 @@ class ModuleTree:
                 raise InfraError(f"cannot read the dependencies of {self.files[name]}: {e}") from None
         return self._deps[name]
 
-    def load_order(self, wanted: tuple[str, ...] = GUEST_MODULES) -> list[str]:
+    def load_order(self, wanted: tuple[str, ...]) -> list[str]:
         """The modules to insmod, every one after those it depends on;
         built-in ones left out. InfraError names a module this kernel lacks."""
         order: list[str] = []
@@ -107,7 +112,7 @@ class ModuleTree:
                     return
                 why = f" (needed by {' <- '.join(reversed(chain))})" if chain else ""
                 raise InfraError(f"the kernel in {self.root} has no module {name}, built in or loadable{why}: "
-                                 "a virtual-lab guest needs virtio-pci, virtio-net, 9p over virtio and overlayfs")
+                                 "a virtual-lab guest needs virtio-pci, virtio-net, 9p or virtiofs, and overlayfs")
             for dep in self.depends(name):
                 visit(dep, chain + (name,))
             order.append(name)

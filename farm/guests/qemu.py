@@ -1,9 +1,10 @@
 """Virtual hosts: QEMU guests (TCG) with an emulated Intel or AMD CPU model,
 booting a packaged kernel with a busybox initramfs.
 
-The guest sees this machine's root read-only over virtio-9p, made writable
-with overlayfs on tmpfs, so it runs this machine's Python, venv, bpftool and
-clang. A second 9p share, read-write, is the run's exchange dir: mounted in
+The guest sees this machine's root read-only over virtio-9p (virtiofs for a
+kernel without 9p), made writable with overlayfs on tmpfs, so it runs this
+machine's Python, venv, bpftool and clang. A second share, read-write, is the
+run's exchange dir: mounted in
 the guest at the same path as here, it carries the command in and the
 results out. User-mode networking: the guest reaches this machine's loopback
 services at 10.0.2.2, and nothing else of this machine.
@@ -23,7 +24,8 @@ from pathlib import Path
 from farm.config import state_dir
 from farm.detect.kmsg import KmsgRecord
 from farm.errors import BadInput, InfraError
-from farm.guests.modules import ModuleTree, read_module
+from farm.guests.modules import GUEST_MODULES, ModuleTree, read_module
+from farm.guests.shares import Shares, guest_mounts, transport
 
 DEFAULT_KERNEL = "deb:linux-image-amd64"
 CPU_MODELS = {"intel": "Icelake-Server", "amd": "EPYC-Milan"}
@@ -45,7 +47,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 xchg=$(sed -n 's/.*farm.xchg=\([^ ]*\).*/\1/p' /proc/cmdline)
 [ -n "$xchg" ] || fail "no farm.xchg= on the kernel command line"
 for m in $(cat /modules.order); do out=$(insmod /modules/$m.ko 2>&1) || fail "insmod $m: $out"; done
-out=$(mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host 2>&1) || fail "no 9p root: $out"
+out=$(@MOUNT_ROOT@ 2>&1) || fail "no root share: $out"
 mount -t tmpfs -o size=75% tmpfs /rw; mkdir -p /rw/upper /rw/work
 out=$(mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /root 2>&1) || fail "overlay root: $out"
 hn=$(sed -n 's/.*farm.hostname=\([^ ]*\).*/\1/p' /proc/cmdline); [ -n "$hn" ] && hostname "$hn"
@@ -57,7 +59,7 @@ mount -t bpf bpf /root/sys/fs/bpf; mount -t tmpfs tmpfs /root/run
 mkdir -p /root/dev/shm; mount -t tmpfs tmpfs /root/dev/shm  # multiprocessing's semaphores
 # the exchange dir last, at its path on the host
 mkdir -p /root$xchg
-out=$(mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 farmxchg /root$xchg 2>&1) || fail "no exchange dir $xchg: $out"
+out=$(@MOUNT_XCHG@ 2>&1) || fail "no exchange dir $xchg: $out"
 [ -f /root$xchg/run.sh ] || fail "the exchange dir $xchg holds no run.sh"
 echo "farm-init: running $xchg/run.sh"
 chroot /root /bin/sh $xchg/run.sh > /root$xchg/run.log 2>&1
@@ -66,6 +68,12 @@ sync
 echo "farm-init: done"
 reboot -f
 """.replace("@SETUP_FAILED@", SETUP_FAILED)
+
+
+def init_script(share_kind: str) -> str:
+    """The guest's /init, mounting its shares over 9p or virtiofs."""
+    mount_root, mount_xchg = guest_mounts(share_kind)
+    return INIT.replace("@MOUNT_ROOT@", mount_root).replace("@MOUNT_XCHG@", mount_xchg)
 
 
 @dataclass
@@ -137,25 +145,32 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
+def share_kind(kernel: Kernel) -> str:
+    """How this kernel's guest gets its shares: "9p", else "virtiofs"."""
+    return transport(ModuleTree(kernel.modules).loadable)
+
+
 def initramfs(kernel: Kernel, setup_fault: str | None = None) -> Path:
-    """busybox, the modules the guest needs (virtio, 9p, overlay and what
-    they depend on, in dependency order) and our init; built once per
-    kernel release, init script and module list."""
+    """busybox, the modules the guest needs (virtio, 9p or virtiofs,
+    overlay and what they depend on, in dependency order) and our init;
+    built once per kernel release, init script and module list."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         raise InfraError("busybox not found (apt-get install busybox-static)")
     tree = ModuleTree(kernel.modules)
-    order = tree.load_order()
+    kind = transport(tree.loadable)
+    order = tree.load_order(GUEST_MODULES[kind])
     if setup_fault == "module-order":
         order.reverse()  # each module before what it needs: insmod fails on an unknown symbol
+    init = init_script(kind)
     # a stable digest: Python's str hash changes from process to process
-    key = f"{kernel.release}-{hashlib.sha256((INIT + ' '.join(order)).encode()).hexdigest()[:12]}"
+    key = f"{kernel.release}-{hashlib.sha256((init + ' '.join(order)).encode()).hexdigest()[:12]}"
     out = _cache() / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
     entries = [(d, 0o40755, b"") for d in ("bin", "modules", "proc", "sys", "dev", "host", "rw", "root")]
     entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
-    entries.append(("init", 0o100755, INIT.encode()))
+    entries.append(("init", 0o100755, init.encode()))
     entries += [(f"modules/{m}.ko", 0o100644, read_module(tree.files[m])) for m in order]
     entries.append(("modules.order", 0o100644, ("\n".join(order) + "\n").encode()))
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
@@ -186,23 +201,27 @@ def setup_failure(console: str) -> str | None:
     return None
 
 
+def guest_shares(kernel: Kernel, xchg: Path, memory_mb: int, setup_fault: str | None = None) -> Shares:
+    """The shares of one boot of a guest of this kernel (start them, then stop them after QEMU)."""
+    if setup_fault is not None and setup_fault not in SETUP_FAULTS:
+        raise ValueError(f"unknown set-up fault {setup_fault!r}")
+    return Shares(share_kind(kernel), xchg, memory_mb, with_xchg=setup_fault != "no-xchg")
+
+
 def qemu_command(xchg: Path, cpu_model: str, kernel: Kernel, smp: int, memory_mb: int, hostname: str,
-                 console_path: Path, ssh_port: int | None = None, setup_fault: str | None = None) -> list[str]:
-    """The qemu-system-x86_64 command line of one guest (TCG); setup_fault
-    (tests only, one of SETUP_FAULTS) breaks the guest's set-up on purpose."""
+                 console_path: Path, share_args: list[str], ssh_port: int | None = None,
+                 setup_fault: str | None = None) -> list[str]:
+    """The qemu-system-x86_64 command line of one guest (TCG), with its
+    shares' arguments (Shares.start()); setup_fault (tests only, one of
+    SETUP_FAULTS) breaks the guest's set-up on purpose."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
-    if setup_fault is not None and setup_fault not in SETUP_FAULTS:
-        raise ValueError(f"unknown set-up fault {setup_fault!r}")
-    xchg_share = [] if setup_fault == "no-xchg" else \
-        ["-virtfs", f"local,path={xchg},mount_tag=farmxchg,security_model=none,multidevs=remap"]
     netdev = "user,id=n0" + (f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else "")
     return [qemu, "-accel", TCG, "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
             "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel, setup_fault)),
             "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-            *xchg_share, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+            *share_args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
 
 
@@ -214,19 +233,24 @@ def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: i
     (xchg / "run.sh").write_text(script)
     (xchg / "exit").unlink(missing_ok=True)
     console_path = console_path or xchg / "console.log"
-    cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path, setup_fault=setup_fault)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    shares = guest_shares(kernel, xchg, memory_mb, setup_fault)
     timed_out = False
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.kill()
-        proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+        cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path, shares.start(),
+                           setup_fault=setup_fault)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        shares.stop()
     exit_file = xchg / "exit"
     code = int(exit_file.read_text().strip()) if exit_file.exists() else None
     log = (xchg / "run.log").read_text(errors="replace") if (xchg / "run.log").exists() else ""

@@ -25,7 +25,9 @@ from farm.detect.signature import classify
 from farm.errors import BadInput, InfraError
 from farm.guests.vrun import parse_fault
 from farm.result import Finding
-from farm.guests.qemu import CPU_MODELS, console_records, qemu_command, resolve_kernel, setup_failure
+from farm.guests.qemu import (CPU_MODELS, console_records, guest_shares, qemu_command, resolve_kernel,
+                              setup_failure)
+from farm.guests.shares import Shares
 
 DEFAULT_HOSTS = (f"vm-intel:{CPU_MODELS['intel']}", f"vm-amd:{CPU_MODELS['amd']}")
 SSHD = "/usr/sbin/sshd"
@@ -79,6 +81,7 @@ class VirtualLab:
         self.dir = lab_dir()
         self.guests = [Guest(n, m, _free_port()) for n, m in hosts]
         self.procs: dict[str, subprocess.Popen] = {}
+        self.shares: dict[str, Shares] = {}  # each guest's, stopped once its QEMU has exited
         self.broker = _broker_for_guest(broker_url())
         self.setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))[1]  # tests only
 
@@ -135,8 +138,9 @@ class VirtualLab:
         g.boots += 1
         g.seen_up = False
         console = xchg / f"console-{g.boots}.log"
-        cmd = qemu_command(xchg, g.cpu_model, self.kernel, self.smp, self.memory, g.name, console, g.ssh_port,
-                           self.setup_fault)
+        shares = self.shares[g.name] = guest_shares(self.kernel, xchg, self.memory, self.setup_fault)
+        cmd = qemu_command(xchg, g.cpu_model, self.kernel, self.smp, self.memory, g.name, console, shares.start(),
+                           g.ssh_port, self.setup_fault)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs[g.name], g.pid = p, p.pid
         self.say(f"{g.name}: booting {g.cpu_model} ({self.kernel.release}), ssh on 127.0.0.1:{g.ssh_port}")
@@ -173,6 +177,7 @@ class VirtualLab:
                 hung = True
                 p.kill()
                 p.wait()
+            self.shares.pop(g.name).stop()
             console_path = self.dir / g.name / f"console-{g.boots}.log"
             console = console_path.read_text(errors="replace")
             if not hung and (why := setup_failure(console)):  # farm's fault, not the kernel's: no reboot loop
@@ -196,6 +201,9 @@ class VirtualLab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for shares in self.shares.values():
+            shares.stop()
+        self.shares.clear()
         (self.dir / "lab.json").unlink(missing_ok=True)
 
 
