@@ -4,55 +4,114 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import subprocess
 
 import pytest
+import yaml
 
 from support import REPO, farm_cmd
 
-pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
-
 SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
+KERNEL_6_12 = "deb:linux-image-6.12.107+deb12-amd64-unsigned"  # its 9pnet needs netfs first; modules .ko.xz
+KERNEL_CLOUD = "deb:linux-image-6.1.0-57-cloud-amd64-unsigned"  # no 9p at all: its guests get virtiofs
 
 
-def lab_run(tmp_path, job_file, cpu_model, extra_env=None):
+def smoke_topologies() -> list:
+    return yaml.safe_load((REPO / "jobs" / "smoke.yaml").read_text())["topologies"]
+
+
+def lab_run(tmp_path, job, cpu_model, extra_env=None, kernel=None):
     env = {**os.environ, "FARM_STATE_DIR": str(tmp_path / "state"), **(extra_env or {})}
     out = tmp_path / "result.json"
-    p = subprocess.run(farm_cmd("lab", "run", str(job_file(**SMALL)), "--cpu-model", cpu_model,
-                                "--json", str(out), "--artifacts", str(tmp_path / "art")),
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=1200)
+    p = subprocess.run(farm_cmd("lab", "run", str(job), "--cpu-model", cpu_model, "--json", str(out),
+                                "--artifacts", str(tmp_path / "art"), *(["--kernel", kernel] if kernel else [])),
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
     return p, (json.loads(out.read_text()) if out.exists() else None)
 
 
-def guest_kernel_release() -> str:
+def no_guest_left(tmp_path) -> bool:
+    return (not list((tmp_path / "state" / "vlab" / "runs").iterdir()) and
+            subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{tmp_path}"], capture_output=True).returncode == 1)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_debians_6_12_kernel_boots_and_passes_the_smoke_topologies_in_an_amd_guest(tmp_path, job_file, monkeypatch):
     from farm.guests.qemu import resolve_kernel
-    return resolve_kernel().release
-
-
-@pytest.mark.parametrize("cpu_model, vendor", [("EPYC-Milan", "AuthenticAMD")])
-def test_a_job_in_a_guest_reports_the_guests_cpu_and_kernel(tmp_path, job_file, cpu_model, vendor):
-    p, r = lab_run(tmp_path, job_file, cpu_model)
+    monkeypatch.setenv("FARM_STATE_DIR", str(tmp_path / "state"))  # the kernel lands where the lab run finds it
+    release = resolve_kernel(KERNEL_6_12).release
+    job = job_file(duration="2s", topologies=smoke_topologies())
+    p, r = lab_run(tmp_path, job, "EPYC-Milan", kernel=KERNEL_6_12)
     assert r is not None, p.stdout + p.stderr
-    assert p.returncode == {"pass": 0, "fail": 1, "error": 3}[r["verdict"]]
-    assert r["host"]["vendor"] == vendor
-    assert r["host"]["kernel"] == guest_kernel_release() != os.uname().release
-    assert r["host"]["hostname"] == f"vm-{cpu_model.lower()}"
+    assert (p.returncode, r["verdict"], r["findings"]) == (0, "pass", []), p.stdout + p.stderr
+    # the result is the guest's: its kernel, its emulated CPU, its hostname (not this machine's)
+    assert r["host"]["kernel"] == release
+    assert (r["host"]["vendor"], r["host"]["model_name"]) == ("AuthenticAMD", "AMD EPYC-Milan Processor")
+    assert r["host"]["hostname"] == "vm-epyc-milan" != socket.gethostname()
     assert r["stats"]["tail_calls_verified"] > 0
-    assert (tmp_path / "art" / "console.log").read_text()
-    assert not list((tmp_path / "state" / "vlab" / "runs").iterdir())  # the exchange dir is gone
+    assert "9pnet: Installing 9P2000 support" in (tmp_path / "art" / "console.log").read_text()
+    assert no_guest_left(tmp_path)
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_a_kernel_warning_mid_run_is_a_finding_the_engine_reads_from_dev_kmsg(tmp_path, job_file, monkeypatch):
+    """A real WARN in the guest's kernel while `farm run` runs there: the
+    engine's own /dev/kmsg reader reports it (the guest's run ends normally
+    and its result.json is used; the console is never read). The guest runs
+    a cloud kernel, which has no 9p: its shares are virtiofs."""
+    from support.guest_kmod import WARN_FUNCTION, build_warn_module
+    from farm.guests.qemu import resolve_kernel
+    monkeypatch.setenv("FARM_STATE_DIR", str(tmp_path / "state"))
+    release = resolve_kernel(KERNEL_CLOUD).release
+    module = build_warn_module(release, tmp_path / "kmod")
+    job = job_file(duration="2s", topologies=["direct-main"], checks=["oracle", "kmsg"])
+    p, r = lab_run(tmp_path, job, "EPYC-Milan", {"FARM_LAB_FAULT": f"insmod:{module}"}, kernel=KERNEL_CLOUD)
+    assert r is not None, p.stdout + p.stderr
+    assert (p.returncode, r["verdict"]) == (1, "fail"), p.stdout + p.stderr
+    assert [(f["kind"], f["signature"]) for f in r["findings"]] == [("kernel-warning", f"WARNING in {WARN_FUNCTION}")]
+    assert re.fullmatch(r".*/farm_warn\.c:\d+", r["findings"][0]["detail"]["file"])
+    # the engine's run in the guest finished and wrote it: its stats and its kmsg artifact, no host-lost
+    assert r["stats"]["tail_calls_verified"] > 0
+    assert (r["host"]["hostname"], r["host"]["kernel"]) == ("vm-epyc-milan", release)
+    assert "WARNING: CPU:" in (tmp_path / "art" / r["artifacts"]["kmsg"]).read_text()
+    assert "virtiofs" in (tmp_path / "art" / "console.log").read_text()
+    assert no_guest_left(tmp_path)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("fault, line", [
+    ("module-order", r"farm-init: set-up failed: insmod 9p: insmod: can't insert '/modules/9p\.ko': "
+                     r"unknown symbol in module, or unknown parameter"),
+    ("no-xchg", r"farm-init: set-up failed: no exchange dir /\S+: mount: mounting farmxchg on /root/\S+ failed: .+"),
+])
+def test_a_guest_that_farm_failed_to_set_up_is_exit_3_with_the_guests_own_line(tmp_path, job_file, fault, line):
+    p, r = lab_run(tmp_path, job_file(**SMALL), "Icelake-Server", {"FARM_LAB_FAULT": f"setup:{fault}"})
+    assert p.returncode == 3, p.stdout + p.stderr
+    [err] = p.stderr.strip().splitlines()
+    assert re.search(line, err), err
+    assert r is None  # no result, so no finding against the kernel (no host-lost)
+    assert re.search(line, (tmp_path / "art" / "console.log").read_text())
+    assert no_guest_left(tmp_path)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
 def test_a_guest_kernel_crash_mid_job_is_a_kernel_oops_and_one_host_lost(tmp_path, job_file):
-    p, r = lab_run(tmp_path, job_file, "Icelake-Server", {"FARM_LAB_FAULT": "sysrq-crash"})
+    p, r = lab_run(tmp_path, job_file(**SMALL), "Icelake-Server", {"FARM_LAB_FAULT": "sysrq-crash"})
     assert p.returncode == 1, p.stdout + p.stderr
     kinds = [f["kind"] for f in r["findings"]]
     assert kinds.count("host-lost") == 1
     oops = [f for f in r["findings"] if f["kind"] == "kernel-oops"]
     assert oops and oops[0]["signature"] == "kernel panic: sysrq triggered crash in sysrq_handle_crash"
     assert r["host"]["cpu_model"] == "Icelake-Server"
-    assert subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*farm.xchg"], capture_output=True).returncode == 1
+    assert no_guest_left(tmp_path)
 
 
+@pytest.mark.slow
 def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
     import sys
     code = "from farm.guests.qemu import resolve_kernel, initramfs; print(initramfs(resolve_kernel()))"
@@ -61,3 +120,34 @@ def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
                             text=True, check=True).stdout.strip() for _ in range(2)}
     assert len(paths) == 1
     assert len(list((tmp_path / "state" / "vlab").glob("initramfs-*"))) == 1
+
+
+def test_guest_modules_load_after_what_they_need_and_built_in_ones_are_skipped(tmp_path):
+    """Pure logic, on a modules dir laid out like 6.12's (9pnet needs netfs; virtio built in);
+    without 9p (as in Debian's cloud kernels) the guest's shares are virtiofs."""
+    from farm.errors import InfraError
+    from farm.guests.modules import GUEST_MODULES, ModuleTree
+    from farm.guests.shares import transport
+    deps = {"kernel/fs/9p/9p.ko.xz": ["kernel/net/9p/9pnet.ko.xz", "kernel/fs/netfs/netfs.ko.xz"],
+            "kernel/net/9p/9pnet_virtio.ko.xz": ["kernel/net/9p/9pnet.ko.xz"],
+            "kernel/net/9p/9pnet.ko.xz": ["kernel/fs/netfs/netfs.ko.xz"],
+            "kernel/fs/netfs/netfs.ko.xz": [],
+            "kernel/drivers/net/virtio_net.ko.xz": ["kernel/drivers/net/net_failover.ko.xz",
+                                                    "kernel/net/core/failover.ko.xz"],
+            "kernel/drivers/net/net_failover.ko.xz": ["kernel/net/core/failover.ko.xz"],
+            "kernel/net/core/failover.ko.xz": [],
+            "kernel/fs/overlayfs/overlay.ko.xz": []}
+    for path in deps:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).touch()
+    (tmp_path / "modules.dep").write_text("".join(f"{m}: {' '.join(d)}\n" for m, d in deps.items()))
+    (tmp_path / "modules.builtin").write_text("kernel/drivers/virtio/virtio_pci.ko\n")
+    assert ModuleTree(tmp_path).load_order(GUEST_MODULES["9p"]) == ["failover", "net_failover", "virtio_net", "netfs", "9pnet",
+                                                 "9pnet_virtio", "9p", "overlay"]
+    assert transport(ModuleTree(tmp_path).loadable) == "9p"
+    (tmp_path / "kernel/fs/netfs/netfs.ko.xz").unlink()
+    with pytest.raises(InfraError, match=r"no module netfs, built in or loadable \(needed by 9pnet <- 9pnet_virtio\)"):
+        ModuleTree(tmp_path).load_order(GUEST_MODULES["9p"])
+    for path in ("kernel/fs/9p/9p.ko.xz", "kernel/net/9p/9pnet_virtio.ko.xz"):  # a cloud kernel's lot
+        (tmp_path / path).unlink()
+    assert transport(ModuleTree(tmp_path).loadable) == "virtiofs"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -15,7 +16,8 @@ from support import wait_for
 
 pytestmark = [pytest.mark.qemu, pytest.mark.root, pytest.mark.slow]
 
-SMALL = {"duration": "2s", "topologies": ["direct-main", "hierarchy"]}
+# not hierarchy: on Debian's 6.1 (the guests' default kernel) it makes 63 tail calls, a finding (docs/virtual.md)
+SMALL = {"duration": "2s", "topologies": ["direct-main"]}
 
 
 @pytest.fixture
@@ -33,9 +35,11 @@ def vlab(lab, tmp_path):
         p = lab.farm("lab", "down")
         assert p.returncode == 0, p.stderr
         up.wait(timeout=120)
-    assert subprocess.run(["pgrep", "-f", "qemu-system-x86_64.*farm.xchg"], capture_output=True).returncode == 1
+    assert subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{lab.state}"], capture_output=True).returncode == 1
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
 def test_jobs_routed_by_vendor_come_back_with_the_guests_facts(vlab, job_file, tmp_path):
     from farm.guests.qemu import resolve_kernel
     lab, _, inventory = vlab
@@ -44,8 +48,9 @@ def test_jobs_routed_by_vendor_come_back_with_the_guests_facts(vlab, job_file, t
         out = tmp_path / f"{vendor}.json"
         p = lab.farm("submit", str(job_file(name=f"small-{vendor}", **SMALL)), "--where", f"vendor={vendor}",
                      "--wait", "--json", str(out), timeout=900)
-        assert p.returncode in (0, 1), p.stderr + lab.log("lab-up")
+        assert p.returncode == 0, p.stderr + lab.log("lab-up")
         [r] = json.loads(out.read_text())
+        assert (r["verdict"], r["findings"]) == ("pass", [])
         assert (r["host"]["hostname"], r["host"]["vendor"], r["host"]["kernel"]) == (host, want, release)
         assert r["stats"]["tail_calls_verified"] > 0
     # the written inventory works for Ansible: facts read inside the guests over ssh
@@ -57,6 +62,8 @@ def test_jobs_routed_by_vendor_come_back_with_the_guests_facts(vlab, job_file, t
     assert hosts["vm-amd"]["facts"]["kernel"] == release
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
 def test_a_guest_kernel_crash_mid_job_is_reported_and_the_guest_rejoins(vlab, job_file):
     lab, _, _ = vlab
     r = lab.redis.client()
@@ -85,6 +92,8 @@ def test_a_guest_kernel_crash_mid_job_is_reported_and_the_guest_rejoins(vlab, jo
         "vm-amd to rejoin", 600, 0.5)
 
 
+@pytest.mark.qemu
+@pytest.mark.slow
 def test_a_hung_guest_is_killed_by_the_watchdog_reported_as_hang_and_rebooted(vlab, job_file):
     lab, _, _ = vlab
     r = lab.redis.client()
@@ -101,3 +110,17 @@ def test_a_hung_guest_is_killed_by_the_watchdog_reported_as_hang_and_rebooted(vl
     wait_for(lambda: r.exists("farm:hb:vm-intel") and json.loads(
         (lab.state / "vlab" / "lab" / "lab.json").read_text())["guests"][0]["boots"] == 2,
         "vm-intel to rejoin", 600, 0.5)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_a_lab_guest_that_farm_failed_to_set_up_stops_the_lab_with_exit_3_and_the_guests_line(lab):
+    lab.env["FARM_LAB_FAULT"] = "setup:module-order"
+    p = lab.farm("lab", "up", "--host", "vm-amd:EPYC-Milan", "--inventory-out", str(lab.state / "inv.yml"),
+                 timeout=600)
+    assert p.returncode == 3, p.stdout + p.stderr
+    [err] = p.stderr.strip().splitlines()
+    assert re.search(r"vm-amd \(EPYC-Milan, \S+\) not set up: farm-init: set-up failed: insmod 9p: insmod: "
+                     r"can't insert '/modules/9p\.ko': unknown symbol in module", err), err
+    assert json.loads(lab.farm("hosts", "--json").stdout) == {}  # no host registered, none declared lost
+    assert subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{lab.state}"], capture_output=True).returncode == 1

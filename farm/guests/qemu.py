@@ -1,9 +1,10 @@
 """Virtual hosts: QEMU guests (TCG) with an emulated Intel or AMD CPU model,
 booting a packaged kernel with a busybox initramfs.
 
-The guest sees this machine's root read-only over virtio-9p, made writable
-with overlayfs on tmpfs, so it runs this machine's Python, venv, bpftool and
-clang. A second 9p share, read-write, is the run's exchange dir: mounted in
+The guest sees this machine's root read-only over virtio-9p (virtiofs for a
+kernel without 9p), made writable with overlayfs on tmpfs, so it runs this
+machine's Python, venv, bpftool and clang. A second share, read-write, is the
+run's exchange dir: mounted in
 the guest at the same path as here, it carries the command in and the
 results out. User-mode networking: the guest reaches this machine's loopback
 services at 10.0.2.2, and nothing else of this machine.
@@ -23,22 +24,32 @@ from pathlib import Path
 from farm.config import state_dir
 from farm.detect.kmsg import KmsgRecord
 from farm.errors import BadInput, InfraError
+from farm.guests.modules import GUEST_MODULES, ModuleTree, read_module
+from farm.guests.shares import Shares, guest_mounts, transport
 
-MODULES = ("virtio_ring", "virtio", "virtio_pci_modern_dev", "virtio_pci_legacy_dev", "virtio_pci",
-           "9pnet", "9pnet_virtio", "netfs", "fscache", "9p", "failover", "net_failover", "virtio_net",
-           "overlay")
 DEFAULT_KERNEL = "deb:linux-image-amd64"
 CPU_MODELS = {"intel": "Icelake-Server", "amd": "EPYC-Milan"}
+# One host thread for all vCPUs: QEMU 7.2's multi-threaded TCG can run a stale
+# translation of code the guest is patching (text_poke's int3), and the guest
+# then dies of a spurious "Oops: int3" (seen booting 6.12): never a finding.
+TCG = "tcg,thread=single"
+# What the guest's init prints when farm's own set-up of the guest failed:
+# the host tells it from a kernel crash by this line (exit 3, never a finding).
+SETUP_FAILED = "farm-init: set-up failed:"
+# Test-only: break the guest's set-up on purpose, to see it reported as such.
+SETUP_FAULTS = ("module-order", "no-xchg")
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox --install -s /bin
+fail() { echo "@SETUP_FAILED@ $*"; sync; reboot -f; }
 mkdir -p /proc /sys /dev /host /rw /root
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 xchg=$(sed -n 's/.*farm.xchg=\([^ ]*\).*/\1/p' /proc/cmdline)
-for m in $(cat /modules.order); do insmod /modules/$m.ko || echo "farm-init: insmod $m failed"; done
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /host || echo "farm-init: no 9p root"
+[ -n "$xchg" ] || fail "no farm.xchg= on the kernel command line"
+for m in $(cat /modules.order); do out=$(insmod /modules/$m.ko 2>&1) || fail "insmod $m: $out"; done
+out=$(@MOUNT_ROOT@ 2>&1) || fail "no root share: $out"
 mount -t tmpfs -o size=75% tmpfs /rw; mkdir -p /rw/upper /rw/work
-mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /root
+out=$(mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /root 2>&1) || fail "overlay root: $out"
 hn=$(sed -n 's/.*farm.hostname=\([^ ]*\).*/\1/p' /proc/cmdline); [ -n "$hn" ] && hostname "$hn"
 ip link set lo up; ip link set eth0 up 2>/dev/null
 ip addr add 10.0.2.15/24 dev eth0 2>/dev/null; ip route add default via 10.0.2.2 2>/dev/null
@@ -47,14 +58,22 @@ for d in proc sys dev; do mount --move /$d /root/$d; done
 mount -t bpf bpf /root/sys/fs/bpf; mount -t tmpfs tmpfs /root/run
 mkdir -p /root/dev/shm; mount -t tmpfs tmpfs /root/dev/shm  # multiprocessing's semaphores
 # the exchange dir last, at its path on the host
-mkdir -p /root$xchg; mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 farmxchg /root$xchg
+mkdir -p /root$xchg
+out=$(@MOUNT_XCHG@ 2>&1) || fail "no exchange dir $xchg: $out"
+[ -f /root$xchg/run.sh ] || fail "the exchange dir $xchg holds no run.sh"
 echo "farm-init: running $xchg/run.sh"
 chroot /root /bin/sh $xchg/run.sh > /root$xchg/run.log 2>&1
 echo $? > /root$xchg/exit
 sync
 echo "farm-init: done"
 reboot -f
-"""
+""".replace("@SETUP_FAILED@", SETUP_FAILED)
+
+
+def init_script(share_kind: str) -> str:
+    """The guest's /init, mounting its shares over 9p or virtiofs."""
+    mount_root, mount_xchg = guest_mounts(share_kind)
+    return INIT.replace("@MOUNT_ROOT@", mount_root).replace("@MOUNT_XCHG@", mount_xchg)
 
 
 @dataclass
@@ -105,7 +124,12 @@ def _kernel_from_deb(package: str) -> Kernel:
     if not images:
         raise InfraError(f"{real} holds no vmlinuz")
     release = images[0].name[len("vmlinuz-"):]
-    return Kernel(images[0], root / "x" / "lib" / "modules" / release, release)
+    # older packages ship /lib/modules, merged-/usr ones /usr/lib/modules
+    modules = next((d for d in (root / "x" / "lib" / "modules" / release, root / "x" / "usr" / "lib" / "modules" /
+                                release) if d.is_dir()), None)
+    if modules is None:
+        raise InfraError(f"{real} holds no lib/modules/{release}")
+    return Kernel(images[0], modules, release)
 
 
 def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -121,34 +145,33 @@ def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def initramfs(kernel: Kernel) -> Path:
-    """busybox, the virtio/9p/overlay modules of this kernel, and our init;
-    built once per kernel release and init script."""
+def share_kind(kernel: Kernel) -> str:
+    """How this kernel's guest gets its shares: "9p", else "virtiofs"."""
+    return transport(ModuleTree(kernel.modules).loadable)
+
+
+def initramfs(kernel: Kernel, setup_fault: str | None = None) -> Path:
+    """busybox, the modules the guest needs (virtio, 9p or virtiofs,
+    overlay and what they depend on, in dependency order) and our init;
+    built once per kernel release, init script and module list."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         raise InfraError("busybox not found (apt-get install busybox-static)")
+    tree = ModuleTree(kernel.modules)
+    kind = transport(tree.loadable)
+    order = tree.load_order(GUEST_MODULES[kind])
+    if setup_fault == "module-order":
+        order.reverse()  # each module before what it needs: insmod fails on an unknown symbol
+    init = init_script(kind)
     # a stable digest: Python's str hash changes from process to process
-    key = f"{kernel.release}-{hashlib.sha256((INIT + ' '.join(MODULES)).encode()).hexdigest()[:12]}"
+    key = f"{kernel.release}-{hashlib.sha256((init + ' '.join(order)).encode()).hexdigest()[:12]}"
     out = _cache() / f"initramfs-{key}.cpio.gz"
     if out.exists():
         return out
     entries = [(d, 0o40755, b"") for d in ("bin", "modules", "proc", "sys", "dev", "host", "rw", "root")]
     entries.append(("bin/busybox", 0o100755, busybox.read_bytes()))
-    entries.append(("init", 0o100755, INIT.encode()))
-    found = {p.name.split(".ko")[0]: p for p in kernel.modules.rglob("*.ko*")}
-    order = []
-    for m in MODULES:
-        p = found.get(m)
-        if p is None:
-            continue  # built into this kernel
-        data = p.read_bytes()
-        if p.name.endswith(".xz"):
-            import lzma
-            data = lzma.decompress(data)
-        elif p.name.endswith(".zst"):
-            raise InfraError(f"{p.name}: zstd-compressed modules are not supported yet")
-        entries.append((f"modules/{m}.ko", 0o100644, data))
-        order.append(m)
+    entries.append(("init", 0o100755, init.encode()))
+    entries += [(f"modules/{m}.ko", 0o100644, read_module(tree.files[m])) for m in order]
     entries.append(("modules.order", 0o100644, ("\n".join(order) + "\n").encode()))
     tmp = out.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_bytes(gzip.compress(_cpio_newc(entries), 6))
@@ -163,44 +186,71 @@ class GuestRun:
     log: str
     timed_out: bool
 
+    @property
+    def setup_error(self) -> str | None:
+        """The guest init's own line when farm's set-up of the guest failed."""
+        return setup_failure(self.console) if self.exit_code is None else None
+
+
+def setup_failure(console: str) -> str | None:
+    """The set-up failure line the guest's init printed on its console, if any."""
+    for line in console.splitlines():
+        at = line.find(SETUP_FAILED)
+        if at >= 0:
+            return line[at:].strip()
+    return None
+
+
+def guest_shares(kernel: Kernel, xchg: Path, memory_mb: int, setup_fault: str | None = None) -> Shares:
+    """The shares of one boot of a guest of this kernel (start them, then stop them after QEMU)."""
+    if setup_fault is not None and setup_fault not in SETUP_FAULTS:
+        raise ValueError(f"unknown set-up fault {setup_fault!r}")
+    return Shares(share_kind(kernel), xchg, memory_mb, with_xchg=setup_fault != "no-xchg")
+
 
 def qemu_command(xchg: Path, cpu_model: str, kernel: Kernel, smp: int, memory_mb: int, hostname: str,
-                 console_path: Path, ssh_port: int | None = None) -> list[str]:
-    """The qemu-system-x86_64 command line of one guest (TCG)."""
+                 console_path: Path, share_args: list[str], ssh_port: int | None = None,
+                 setup_fault: str | None = None) -> list[str]:
+    """The qemu-system-x86_64 command line of one guest (TCG), with its
+    shares' arguments (Shares.start()); setup_fault (tests only, one of
+    SETUP_FAULTS) breaks the guest's set-up on purpose."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     netdev = "user,id=n0" + (f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else "")
-    return [qemu, "-accel", "tcg", "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
-            "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel)),
+    return [qemu, "-accel", TCG, "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
+            "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel, setup_fault)),
             "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
-            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap",
-            "-virtfs", f"local,path={xchg},mount_tag=farmxchg,security_model=none,multidevs=remap",
-            "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+            *share_args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
 
 
 def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: int = 2,
                  memory_mb: int = 2048, timeout_s: float = 600, console_path: Path | None = None,
-                 hostname: str = "farm-guest") -> GuestRun:
+                 hostname: str = "farm-guest", setup_fault: str | None = None) -> GuestRun:
     """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw."""
     xchg.mkdir(parents=True, exist_ok=True)
     (xchg / "run.sh").write_text(script)
     (xchg / "exit").unlink(missing_ok=True)
     console_path = console_path or xchg / "console.log"
-    cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    shares = guest_shares(kernel, xchg, memory_mb, setup_fault)
     timed_out = False
     try:
-        proc.wait(timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-        proc.kill()
-        proc.wait()
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
+        cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path, shares.start(),
+                           setup_fault=setup_fault)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            proc.kill()
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+    finally:
+        shares.stop()
     exit_file = xchg / "exit"
     code = int(exit_file.read_text().strip()) if exit_file.exists() else None
     log = (xchg / "run.log").read_text(errors="replace") if (xchg / "run.log").exists() else ""

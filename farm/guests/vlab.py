@@ -23,8 +23,11 @@ from farm.bpf.toolchain import cache_root
 from farm.config import REPO, broker_url, state_dir
 from farm.detect.signature import classify
 from farm.errors import BadInput, InfraError
+from farm.guests.vrun import parse_fault
 from farm.result import Finding
-from farm.guests.qemu import CPU_MODELS, console_records, qemu_command, resolve_kernel
+from farm.guests.qemu import (CPU_MODELS, console_records, guest_shares, qemu_command, resolve_kernel,
+                              setup_failure)
+from farm.guests.shares import Shares
 
 DEFAULT_HOSTS = (f"vm-intel:{CPU_MODELS['intel']}", f"vm-amd:{CPU_MODELS['amd']}")
 SSHD = "/usr/sbin/sshd"
@@ -78,7 +81,9 @@ class VirtualLab:
         self.dir = lab_dir()
         self.guests = [Guest(n, m, _free_port()) for n, m in hosts]
         self.procs: dict[str, subprocess.Popen] = {}
+        self.shares: dict[str, Shares] = {}  # each guest's, stopped once its QEMU has exited
         self.broker = _broker_for_guest(broker_url())
+        self.setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))[1]  # tests only
 
     # keys and inventory ------------------------------------------------
     def _keys(self) -> None:
@@ -133,7 +138,9 @@ class VirtualLab:
         g.boots += 1
         g.seen_up = False
         console = xchg / f"console-{g.boots}.log"
-        cmd = qemu_command(xchg, g.cpu_model, self.kernel, self.smp, self.memory, g.name, console, g.ssh_port)
+        shares = self.shares[g.name] = guest_shares(self.kernel, xchg, self.memory, self.setup_fault)
+        cmd = qemu_command(xchg, g.cpu_model, self.kernel, self.smp, self.memory, g.name, console, shares.start(),
+                           g.ssh_port, self.setup_fault)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs[g.name], g.pid = p, p.pid
         self.say(f"{g.name}: booting {g.cpu_model} ({self.kernel.release}), ssh on 127.0.0.1:{g.ssh_port}")
@@ -154,7 +161,8 @@ class VirtualLab:
     def check(self, on_crash, heartbeating) -> None:
         """A guest that exited: its console's reports go to on_crash, then it
         boots again. A guest whose worker stopped heartbeating while qemu
-        still runs is hung: the watchdog kills it, reports a hang, reboots."""
+        still runs is hung: the watchdog kills it, reports a hang, reboots.
+        A guest whose init says farm's set-up of it failed: InfraError."""
         for g in self.guests:
             p = self.procs.get(g.name)
             if p is None:
@@ -169,7 +177,12 @@ class VirtualLab:
                 hung = True
                 p.kill()
                 p.wait()
-            console = (self.dir / g.name / f"console-{g.boots}.log").read_text(errors="replace")
+            self.shares.pop(g.name).stop()
+            console_path = self.dir / g.name / f"console-{g.boots}.log"
+            console = console_path.read_text(errors="replace")
+            if not hung and (why := setup_failure(console)):  # farm's fault, not the kernel's: no reboot loop
+                raise InfraError(f"{g.name} ({g.cpu_model}, {self.kernel.release}) not set up: {why}; "
+                                 f"console in {console_path}")
             crash = classify(console_records(console))
             if hung:
                 crash.append(Finding("hang", "hang: guest", f"{g.name} ({g.cpu_model}) stopped answering; "
@@ -188,6 +201,9 @@ class VirtualLab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+        for shares in self.shares.values():
+            shares.stop()
+        self.shares.clear()
         (self.dir / "lab.json").unlink(missing_ok=True)
 
 

@@ -11,17 +11,39 @@ from pathlib import Path
 from farm.bpf.toolchain import cache_root
 from farm.config import REPO, state_dir
 from farm.detect.signature import classify
-from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput
+from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
 from farm.host_run import new_run_id
-from farm.guests.qemu import console_records, resolve_kernel, run_in_guest
+from farm.guests.qemu import SETUP_FAULTS, console_records, resolve_kernel, run_in_guest
 from farm.result import Finding, Result, now_iso
 from farm.spec import load_spec
 
-BOOT_ALLOWANCE_S = 300  # boot, Python start-up and corpus load under TCG
-# Test-only fault injection: FARM_LAB_FAULT=sysrq-crash crashes the guest's
-# kernel once the job has pinned its programs (the stress is under way).
-FAULTS = {"sysrq-crash": "(while [ -z \"$(ls /sys/fs/bpf/farm 2>/dev/null)\" ]; do sleep 0.2; done; "
-                         "sleep 1; echo c > /proc/sysrq-trigger) &\n"}
+BOOT_ALLOWANCE_S = 300  # boot and Python start-up under TCG
+# loading, verifying and dumping one topology under TCG: the smoke job's nine
+# took over 5 minutes on a 2-CPU host shared with other work
+TOPOLOGY_ALLOWANCE_S = 120
+# Test-only fault injection (FARM_LAB_FAULT), once the job has pinned its
+# programs (the run, and its kernel-log reader, are under way):
+#   sysrq-crash        crashes the guest's kernel;
+#   insmod:/PATH.ko    loads that module into the guest's kernel (a test's own, e.g. one that WARNs);
+#   setup:FAULT        breaks the guest's own set-up instead (qemu.SETUP_FAULTS; `farm lab up` too).
+_ONCE_PINNED = "(while [ -z \"$(ls /sys/fs/bpf/farm 2>/dev/null)\" ]; do sleep 0.2; done; "
+FAULTS = {"sysrq-crash": _ONCE_PINNED + "sleep 1; echo c > /proc/sysrq-trigger) &\n",
+          "insmod": _ONCE_PINNED + "/bin/busybox insmod {module}) &\n"}
+
+
+def parse_fault(value: str) -> tuple[str, str | None]:
+    """FARM_LAB_FAULT as (the script run beside the job, the set-up fault)."""
+    name, _, arg = value.partition(":")
+    if not value:
+        return "", None
+    if name == "setup" and arg in SETUP_FAULTS:
+        return "", arg
+    if name == "sysrq-crash" and not arg:
+        return FAULTS[name], None
+    if name == "insmod" and arg.startswith("/"):
+        return FAULTS[name].format(module=shlex.quote(arg)), None
+    raise BadInput(f"FARM_LAB_FAULT: unknown fault {value!r} (known: sysrq-crash, insmod:/PATH.ko, "
+                   f"{', '.join('setup:' + f for f in SETUP_FAULTS)})")
 
 
 def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None, artifacts: Path | None,
@@ -37,15 +59,15 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         shutil.copy(job, xchg / "job.yaml")
         args = ["run", str(xchg / "job.yaml"), "--json", str(xchg / "result.json"),
                 "--artifacts", str(xchg / "artifacts")] + (["--duration", duration] if duration else [])
-        fault = os.environ.get("FARM_LAB_FAULT", "")
-        if fault and fault not in FAULTS:
-            raise BadInput(f"FARM_LAB_FAULT: unknown fault {fault!r} (known: {', '.join(FAULTS)})")
-        script = (FAULTS.get(fault, "") + f"cd {shlex.quote(str(REPO))}\n"
+        fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
+        script = (fault_script + f"cd {shlex.quote(str(REPO))}\n"
                   f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n"
                   f"exec {shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}\n")
         say(f"booting {cpu_model} with {kernel.release} for {spec.name} ({spec.duration:g}s)")
+        allowed_s = spec.duration + BOOT_ALLOWANCE_S + TOPOLOGY_ALLOWANCE_S * len(spec.topologies)
         run = run_in_guest(script, xchg, cpu_model, kernel, smp=smp, memory_mb=memory_mb,
-                           timeout_s=spec.duration + BOOT_ALLOWANCE_S, hostname=f"vm-{cpu_model.lower()}")
+                           timeout_s=allowed_s, hostname=f"vm-{cpu_model.lower()}",
+                           setup_fault=setup_fault)
         artifacts.mkdir(parents=True, exist_ok=True)
         (artifacts / "console.log").write_text(run.console)
         (artifacts / "guest-run.log").write_text(run.log)
@@ -59,6 +81,9 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         if run.exit_code is not None:  # farm run itself refused (bad spec for this guest, ...)
             say(run.log.strip()[-2000:])
             return run.exit_code
+        if run.setup_error:  # farm's own guest never got to the job: nothing to say about the kernel
+            raise InfraError(f"{cpu_model} guest ({kernel.release}) not set up: {run.setup_error}; "
+                             f"console in {artifacts / 'console.log'}")
         # the guest died or hung before the job ended: the console tells why
         result = Result(run_id=run_id, job=spec.name, started=now_iso(),
                         host={"hostname": f"vm-{cpu_model.lower()}", "cpu_model": cpu_model,
@@ -66,7 +91,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         result.findings = classify(console_records(run.console))
         if run.timed_out:
             result.findings.append(Finding("hang", "hang: guest", f"{cpu_model} guest still running "
-                                           f"{spec.duration + BOOT_ALLOWANCE_S:.0f}s after boot; killed"))
+                                           f"{allowed_s:.0f}s after boot; killed"))
         result.findings.append(Finding("host-lost", "host-lost", f"{cpu_model} guest lost during {spec.name}",
                                        detail={"console": "console.log",
                                                "crash": [f.signature for f in result.findings]}))
