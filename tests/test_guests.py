@@ -151,3 +151,41 @@ def test_guest_modules_load_after_what_they_need_and_built_in_ones_are_skipped(t
     for path in ("kernel/fs/9p/9p.ko.xz", "kernel/net/9p/9pnet_virtio.ko.xz"):  # a cloud kernel's lot
         (tmp_path / path).unlink()
     assert transport(ModuleTree(tmp_path).loadable) == "virtiofs"
+
+
+def test_kernel_packages_are_told_apart_from_the_rest_and_carry_their_upstream_release():
+    from farm.guests.kernels import IMAGE_PACKAGE, parse_show, upstream_of
+    assert IMAGE_PACKAGE.fullmatch("linux-image-6.1.0-57-amd64-unsigned")["abi"] == "6.1.0-57"
+    assert IMAGE_PACKAGE.fullmatch("linux-image-6.12.107+deb12-cloud-amd64")["flavour"] == "cloud-amd64"
+    for not_an_image in ("linux-image-amd64", "linux-image-6.1.0-57-amd64-dbg", "linux-image-6.1.0-57-arm64",
+                         "linux-image-amd64-signed-template"):
+        assert not IMAGE_PACKAGE.fullmatch(not_an_image), not_an_image
+    assert upstream_of("6.1.170-3") == "6.1.170"
+    assert upstream_of("6.12.107-1~deb12u1") == "6.12.107"
+    assert upstream_of("1:6.1.170-3") == "6.1.170"
+    show = "Package: a\nVersion: 6.1.170-3\nArchitecture: amd64\n\nPackage: b\nVersion: 6.12.107-1~deb12u1\n"
+    assert parse_show(show) == {"a": "6.1.170-3", "b": "6.12.107-1~deb12u1"}
+
+
+@pytest.mark.slow
+def test_farm_lab_kernels_lists_what_apt_offers_and_what_the_lab_has_unpacked(tmp_path):
+    """From the real package archive (apt-cache): the 6.12 image the virtual
+    lab boots is listed with its upstream release, and it counts as cached
+    exactly when the lab's kernel cache holds it unpacked."""
+    state = tmp_path / "state"
+    env = {**os.environ, "FARM_STATE_DIR": str(state)}
+
+    def listed() -> dict:
+        p = subprocess.run(farm_cmd("lab", "kernels", "--json"), cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+        return {k["package"]: k for k in json.loads(p.stdout)}
+    package = KERNEL_6_12.removeprefix("deb:")
+    kernels = listed()
+    assert kernels[package]["upstream"] == "6.12.107" and kernels[package]["cached"] is False
+    assert kernels[package]["flavour"] == "amd64" and kernels[package]["signed"] is False
+    assert {k["flavour"] for k in kernels.values()} == {"amd64", "cloud-amd64", "rt-amd64"}
+    assert all(k["upstream"].startswith(("6.1.", "6.12.")) for k in kernels.values())
+    (state / "vlab" / "kernels" / package).mkdir(parents=True)
+    (state / "vlab" / "kernels" / package / "ok").touch()  # what resolve_kernel leaves once unpacked
+    assert listed()[package]["cached"] is True

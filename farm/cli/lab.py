@@ -1,6 +1,7 @@
 """`farm lab ...`: the lab's machines. Real hosts through Ansible
 (check-inventory, provision, facts, collect-crash, teardown; farm.hosts)
-and virtual hosts as QEMU guests (run, up, status, down; farm.guests)."""
+and virtual hosts as QEMU guests (kernels, run, up, status, down;
+farm.guests)."""
 from __future__ import annotations
 
 import os
@@ -39,6 +40,9 @@ def add_commands(sub) -> None:
     _guest_args(lu)
     lu.add_argument("--inventory-out", type=Path, default=Path("inventory/virtual.yml"))
     lu.set_defaults(handler=_guests_up)
+    lk = lab_sub.add_parser("kernels", help="the amd64 kernel images the package archive offers for guests")
+    lk.add_argument("--json", action="store_true")
+    lk.set_defaults(handler=_kernels)
     lab_sub.add_parser("status", help="the virtual lab's guests").set_defaults(handler=_guests_status)
     lab_sub.add_parser("down", help="stop the virtual lab").set_defaults(handler=_guests_down)
     lr = lab_sub.add_parser("run", help="run a job in a fresh QEMU guest of a CPU model")
@@ -104,6 +108,21 @@ def _collect_crash(args) -> int:
 def _guests_up(args) -> int:
     from farm.guests.vlab import run_lab_up
     return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules)
+
+
+def _kernels(args) -> int:
+    import json
+
+    from farm.guests.kernels import available_kernels
+    from farm.guests.qemu import kernel_cached
+    kernels = available_kernels(kernel_cached)
+    if args.json:
+        print(json.dumps([k.to_dict() for k in kernels], indent=2))
+        return EXIT_PASS
+    say(f"{'package (--kernel deb:PACKAGE)':48} {'upstream':10} {'version':22} cached")
+    for k in kernels:
+        say(f"{k.package:48} {k.upstream:10} {k.version:22} {'yes' if k.cached else '-'}")
+    return EXIT_PASS
 
 
 def _guests_status(args) -> int:

@@ -102,6 +102,11 @@ def resolve_kernel(spec: str = DEFAULT_KERNEL, modules: str | None = None) -> Ke
     return Kernel(image, Path(modules), Path(modules).name)
 
 
+def kernel_cached(package: str) -> bool:
+    """Whether the image package is downloaded and unpacked in the lab's cache."""
+    return (_cache() / "kernels" / package / "ok").exists()
+
+
 def _kernel_from_deb(package: str) -> Kernel:
     if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", package):
         raise BadInput(f"--kernel: bad package name {package!r}")
@@ -110,7 +115,7 @@ def _kernel_from_deb(package: str) -> Kernel:
     real = next((ln.split(":", 1)[1].strip() for ln in deps.stdout.splitlines()
                  if ln.strip().startswith("Depends:") and "linux-image-" in ln), package)
     root = _cache() / "kernels" / real
-    if not (root / "ok").exists():
+    if not kernel_cached(real):
         shutil.rmtree(root, ignore_errors=True)
         root.mkdir(parents=True)
         p = subprocess.run(["apt-get", "download", "-q", real], cwd=root, capture_output=True, text=True)
