@@ -45,7 +45,7 @@ def test_debians_6_12_kernel_boots_and_passes_the_smoke_topologies_in_an_amd_gue
     job = job_file(duration="2s", topologies=smoke_topologies())
     p, r = lab_run(tmp_path, job, "EPYC-Milan", kernel=KERNEL_6_12)
     assert r is not None, p.stdout + p.stderr
-    assert (p.returncode, r["verdict"], r["findings"]) == (0, "pass", []), p.stdout + p.stderr
+    assert (p.returncode, r["verdict"], r["findings"]) == (0, "pass", []), (r.get("error"), r["stats"], p.stdout + p.stderr)
     # the result is the guest's: its kernel, its emulated CPU, its hostname (not this machine's)
     assert r["host"]["kernel"] == release
     assert (r["host"]["vendor"], r["host"]["model_name"]) == ("AuthenticAMD", "AMD EPYC-Milan Processor")
