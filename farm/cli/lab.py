@@ -57,6 +57,8 @@ def add_commands(sub) -> None:
 
 def _guest_args(p) -> None:
     p.add_argument("--kernel", default=DEFAULT_KERNEL, help="deb:PACKAGE or a bzImage path")
+    p.add_argument("--cell", metavar="NAME", help="a mitigation cell of jobs/cells.yaml (its boot arguments)")
+    p.add_argument("--append", metavar="ARGS", help="more kernel boot arguments, e.g. 'spectre_v2=retpoline,lfence'")
     p.add_argument("--modules", help="with --kernel PATH: that kernel's lib/modules/<release> dir")
     p.add_argument("--smp", type=int, default=2)
     p.add_argument("--memory", type=int, default=2048, help="MB")
@@ -106,8 +108,10 @@ def _collect_crash(args) -> int:
 
 
 def _guests_up(args) -> int:
+    from farm.cells import boot_args
     from farm.guests.vlab import run_lab_up
-    return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules)
+    _, append = boot_args(args.cell, args.append)
+    return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules, append)
 
 
 def _kernels(args) -> int:
@@ -138,4 +142,4 @@ def _guests_down(args) -> int:
 def _guest_run(args) -> int:
     from farm.guests.vrun import lab_run
     return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
-                   args.duration, args.smp, args.memory, say, args.modules)
+                   args.duration, args.smp, args.memory, say, args.modules, args.cell, args.append)

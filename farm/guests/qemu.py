@@ -215,24 +215,26 @@ def guest_shares(kernel: Kernel, xchg: Path, memory_mb: int, setup_fault: str | 
 
 def qemu_command(xchg: Path, cpu_model: str, kernel: Kernel, smp: int, memory_mb: int, hostname: str,
                  console_path: Path, share_args: list[str], ssh_port: int | None = None,
-                 setup_fault: str | None = None) -> list[str]:
+                 setup_fault: str | None = None, append: str = "") -> list[str]:
     """The qemu-system-x86_64 command line of one guest (TCG), with its
-    shares' arguments (Shares.start()); setup_fault (tests only, one of
-    SETUP_FAULTS) breaks the guest's set-up on purpose."""
+    shares' arguments (Shares.start()); append: more kernel boot arguments
+    (a mitigation cell's, checked by farm.cells); setup_fault (tests only,
+    one of SETUP_FAULTS) breaks the guest's set-up on purpose."""
     qemu = shutil.which("qemu-system-x86_64")
     if not qemu:
         raise InfraError("qemu-system-x86_64 not found (apt-get install qemu-system-x86)")
     netdev = "user,id=n0" + (f",hostfwd=tcp:127.0.0.1:{ssh_port}-:22" if ssh_port else "")
     return [qemu, "-accel", TCG, "-cpu", cpu_model, "-smp", str(smp), "-m", str(memory_mb),
             "-kernel", str(kernel.image), "-initrd", str(initramfs(kernel, setup_fault)),
-            "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}",
+            "-append", f"console=ttyS0 panic=-1 oops=panic farm.xchg={xchg} farm.hostname={hostname}"
+                       + (f" {append}" if append else ""),
             *share_args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
             "-display", "none", "-no-reboot", "-serial", f"file:{console_path}", "-monitor", "none"]
 
 
 def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: int = 2,
                  memory_mb: int = 2048, timeout_s: float = 600, console_path: Path | None = None,
-                 hostname: str = "farm-guest", setup_fault: str | None = None) -> GuestRun:
+                 hostname: str = "farm-guest", setup_fault: str | None = None, append: str = "") -> GuestRun:
     """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw."""
     xchg.mkdir(parents=True, exist_ok=True)
     (xchg / "run.sh").write_text(script)
@@ -242,7 +244,7 @@ def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: i
     timed_out = False
     try:
         cmd = qemu_command(xchg, cpu_model, kernel, smp, memory_mb, hostname, console_path, shares.start(),
-                           setup_fault=setup_fault)
+                           setup_fault=setup_fault, append=append)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             proc.wait(timeout=timeout_s)

@@ -75,8 +75,9 @@ def _broker_for_guest(url: str) -> str:
 
 class VirtualLab:
     def __init__(self, hosts: list[tuple[str, str]], kernel_spec: str, smp: int, memory_mb: int, say=print,
-                 modules: str | None = None):
+                 modules: str | None = None, append: str = ""):
         self.kernel = resolve_kernel(kernel_spec, modules)
+        self.append = append  # every guest's extra boot arguments (a mitigation cell's)
         self.smp, self.memory, self.say = smp, memory_mb, say
         self.dir = lab_dir()
         self.guests = [Guest(n, m, _free_port()) for n, m in hosts]
@@ -140,10 +141,11 @@ class VirtualLab:
         console = xchg / f"console-{g.boots}.log"
         shares = self.shares[g.name] = guest_shares(self.kernel, xchg, self.memory, self.setup_fault)
         cmd = qemu_command(xchg, g.cpu_model, self.kernel, self.smp, self.memory, g.name, console, shares.start(),
-                           g.ssh_port, self.setup_fault)
+                           g.ssh_port, self.setup_fault, self.append)
         p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         self.procs[g.name], g.pid = p, p.pid
-        self.say(f"{g.name}: booting {g.cpu_model} ({self.kernel.release}), ssh on 127.0.0.1:{g.ssh_port}")
+        self.say(f"{g.name}: booting {g.cpu_model} ({self.kernel.release}"
+                 f"{', ' + self.append if self.append else ''}), ssh on 127.0.0.1:{g.ssh_port}")
         self._save()
 
     def _save(self) -> None:
@@ -208,7 +210,7 @@ class VirtualLab:
 
 
 def run_lab_up(hosts: list[str] | None, kernel_spec: str, smp: int, memory_mb: int, inventory: Path,
-               say=print, modules: str | None = None) -> int:
+               say=print, modules: str | None = None, append: str = "") -> int:
     from farm.queue.app import app
     from farm.queue.lost import declare_lost
     from farm.queue.registry import Registry, connect
@@ -222,7 +224,7 @@ def run_lab_up(hosts: list[str] | None, kernel_spec: str, smp: int, memory_mb: i
         except ProcessLookupError:
             pass
     reg = Registry(connect(broker_url()))
-    lab = VirtualLab(parse_hosts(hosts), kernel_spec, smp, memory_mb, say, modules)
+    lab = VirtualLab(parse_hosts(hosts), kernel_spec, smp, memory_mb, say, modules, append)
 
     def on_crash(g: Guest, crash) -> None:
         run = reg.running(g.name)

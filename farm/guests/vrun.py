@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from farm.bpf.toolchain import cache_root
+from farm.cells import boot_args
 from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
@@ -21,6 +22,7 @@ BOOT_ALLOWANCE_S = 300  # boot and Python start-up under TCG
 # loading, verifying and dumping one topology under TCG: the smoke job's nine
 # took over 5 minutes on a 2-CPU host shared with other work
 TOPOLOGY_ALLOWANCE_S = 120
+GUEST_SUMMARY_CHARS = 4000  # the guest's `farm run` summary table, findings and error included
 # Test-only fault injection (FARM_LAB_FAULT), once the job has pinned its
 # programs (the run, and its kernel-log reader, are under way):
 #   sysrq-crash        crashes the guest's kernel;
@@ -48,8 +50,9 @@ def parse_fault(value: str) -> tuple[str, str | None]:
 
 def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None, artifacts: Path | None,
             duration: str | None = None, smp: int = 2, memory_mb: int = 2048, say=print,
-            modules: str | None = None) -> int:
+            modules: str | None = None, cell: str | None = None, append: str | None = None) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
+    the_cell, boot_append = boot_args(cell, append)
     kernel = resolve_kernel(kernel_spec, modules)
     run_id = new_run_id(spec.name)
     xchg = state_dir() / "vlab" / "runs" / run_id
@@ -63,11 +66,12 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         script = (fault_script + f"cd {shlex.quote(str(REPO))}\n"
                   f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n"
                   f"exec {shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}\n")
-        say(f"booting {cpu_model} with {kernel.release} for {spec.name} ({spec.duration:g}s)")
+        say(f"booting {cpu_model} with {kernel.release}{' (' + boot_append + ')' if boot_append else ''} "
+            f"for {spec.name} ({spec.duration:g}s)")
         allowed_s = spec.duration + BOOT_ALLOWANCE_S + TOPOLOGY_ALLOWANCE_S * len(spec.topologies)
         run = run_in_guest(script, xchg, cpu_model, kernel, smp=smp, memory_mb=memory_mb,
                            timeout_s=allowed_s, hostname=f"vm-{cpu_model.lower()}",
-                           setup_fault=setup_fault)
+                           setup_fault=setup_fault, append=boot_append)
         artifacts.mkdir(parents=True, exist_ok=True)
         (artifacts / "console.log").write_text(run.console)
         (artifacts / "guest-run.log").write_text(run.log)
@@ -76,10 +80,10 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         if run.exit_code is not None and (xchg / "result.json").exists():
             if json_path:
                 shutil.copy(xchg / "result.json", json_path)
-            say(run.log.strip().splitlines()[-1] if run.log.strip() else f"exit {run.exit_code}")
+            say(run.log.strip()[-GUEST_SUMMARY_CHARS:] or f"exit {run.exit_code}")  # the guest's summary, its error row too
             return run.exit_code
         if run.exit_code is not None:  # farm run itself refused (bad spec for this guest, ...)
-            say(run.log.strip()[-2000:])
+            say(run.log.strip()[-GUEST_SUMMARY_CHARS:])
             return run.exit_code
         if run.setup_error:  # farm's own guest never got to the job: nothing to say about the kernel
             raise InfraError(f"{cpu_model} guest ({kernel.release}) not set up: {run.setup_error}; "
