@@ -172,6 +172,26 @@ class TargetsSpec(_Strict):
     hosts: tuple[str, ...] | None = None
     all: bool = False
     any: bool = Field(default=False, description="one run on any host of hw_class will do")
+    # mitigation cells of jobs/cells.yaml the job runs in (farm lab matrix), the
+    # way hw_class names the hardware it runs on
+    cells: tuple[str, ...] | None = None
+
+    @field_validator("cells", mode="before")
+    @classmethod
+    def _cells(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, list) or not all(isinstance(c, str) for c in v):
+            raise ValueError(f"{shown(v)}: a list of cell names like [default, \"off\"] "
+                             "(quote off: YAML reads a bare off as false)")
+        if not v:
+            raise ValueError("a non-empty list of cell names (jobs/cells.yaml), or leave it out for default")
+        from farm.cells import CELLS_FILE, load_cells
+        known = load_cells()
+        for name in v:
+            if name not in known:
+                raise ValueError(f"unknown cell {shown(name)} (known in {CELLS_FILE.name}: {', '.join(known)})")
+        return tuple(dict.fromkeys(v))
 
     @field_validator("hw_class")
     @classmethod

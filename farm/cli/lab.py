@@ -10,6 +10,7 @@ from pathlib import Path
 from farm.errors import EXIT_PASS
 
 DEFAULT_KERNEL = "deb:linux-image-amd64"
+CPU_MODELS = ("Icelake-Server", "EPYC-Milan")  # farm lab up's two guests
 
 
 def add_commands(sub) -> None:
@@ -52,7 +53,24 @@ def add_commands(sub) -> None:
     _guest_args(lr)
     lr.add_argument("--json", type=Path, metavar="PATH")
     lr.add_argument("--artifacts", type=Path, metavar="DIR")
+    lr.add_argument("--no-store", action="store_true", help="keep the result out of the results database")
     lr.set_defaults(handler=_guest_run)
+    lm = lab_sub.add_parser("matrix", help="jobs x CPU models x kernels x cells, one guest per model, kernel and "
+                                           "cell running all its jobs, as many guests at once as fit")
+    lm.add_argument("jobs", nargs="+", metavar="JOB")
+    lm.add_argument("--cpu-models", default=",".join(CPU_MODELS), metavar="A,B",
+                    help=f"QEMU CPU models (default {','.join(CPU_MODELS)})")
+    lm.add_argument("--kernels", default=DEFAULT_KERNEL, metavar="deb:PKG,...", help=f"default {DEFAULT_KERNEL}")
+    lm.add_argument("--cells", metavar="c1,c2", help="cells of jobs/cells.yaml (default: each job's "
+                                                     "targets.cells, else default)")
+    lm.add_argument("--duration", help="override every job's duration")
+    lm.add_argument("--parallel", type=int, metavar="N", help="guests at once (default: as CPUs and memory allow)")
+    lm.add_argument("--smp", type=int, default=2)
+    lm.add_argument("--memory", type=int, default=2048, help="MB per guest")
+    lm.add_argument("--json", type=Path, metavar="PATH", help="write every result, as a list")
+    lm.add_argument("--artifacts", type=Path, metavar="DIR")
+    lm.add_argument("--no-store", action="store_true", help="keep the results out of the results database")
+    lm.set_defaults(handler=_guest_matrix)
 
 
 def _guest_args(p) -> None:
@@ -142,4 +160,12 @@ def _guests_down(args) -> int:
 def _guest_run(args) -> int:
     from farm.guests.vrun import lab_run
     return lab_run(Path(args.job), args.cpu_model, args.kernel, args.json, args.artifacts,
-                   args.duration, args.smp, args.memory, say, args.modules, args.cell, args.append)
+                   args.duration, args.smp, args.memory, say, args.modules, args.cell, args.append,
+                   store=not args.no_store)
+
+
+def _guest_matrix(args) -> int:
+    from farm.guests.matrix import MatrixOptions, run_matrix_command
+    return run_matrix_command(args.jobs, args.cpu_models, args.kernels, args.cells, MatrixOptions(
+        duration=args.duration, parallel=args.parallel, smp=args.smp, memory_mb=args.memory,
+        json_path=args.json, artifacts=args.artifacts, store=not args.no_store))

@@ -112,6 +112,8 @@ def _kernel_from_deb(package: str) -> Kernel:
         raise BadInput(f"--kernel: bad package name {package!r}")
     # a metapackage (linux-image-amd64) points at the real image package
     deps = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True)
+    if deps.returncode != 0 and not kernel_cached(package):
+        raise BadInput(f"kernel deb:{package}: no such package in the archive (farm lab kernels lists them)")
     real = next((ln.split(":", 1)[1].strip() for ln in deps.stdout.splitlines()
                  if ln.strip().startswith("Depends:") and "linux-image-" in ln), package)
     root = _cache() / "kernels" / real
@@ -234,8 +236,11 @@ def qemu_command(xchg: Path, cpu_model: str, kernel: Kernel, smp: int, memory_mb
 
 def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: int = 2,
                  memory_mb: int = 2048, timeout_s: float = 600, console_path: Path | None = None,
-                 hostname: str = "farm-guest", setup_fault: str | None = None, append: str = "") -> GuestRun:
-    """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw."""
+                 hostname: str = "farm-guest", setup_fault: str | None = None, append: str = "",
+                 on_start=None) -> GuestRun:
+    """Boot a guest, run `script` (sh) in it, power off; xchg is shared rw.
+    on_start(proc): told QEMU's process, so a caller running several guests
+    can kill them all (QEMU runs in its own session: Ctrl-C never reaches it)."""
     xchg.mkdir(parents=True, exist_ok=True)
     (xchg / "run.sh").write_text(script)
     (xchg / "exit").unlink(missing_ok=True)
@@ -247,6 +252,8 @@ def run_in_guest(script: str, xchg: Path, cpu_model: str, kernel: Kernel, smp: i
                            setup_fault=setup_fault, append=append)
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
+            if on_start:
+                on_start(proc)
             proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True

@@ -2,6 +2,7 @@
 artifacts come out, the guest goes away, the job's exit code is ours."""
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -14,7 +15,7 @@ from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
 from farm.host_run import new_run_id
-from farm.guests.qemu import SETUP_FAULTS, console_records, resolve_kernel, run_in_guest
+from farm.guests.qemu import SETUP_FAULTS, GuestRun, Kernel, console_records, resolve_kernel, run_in_guest
 from farm.result import Finding, Result, now_iso
 from farm.spec import load_spec
 
@@ -48,9 +49,79 @@ def parse_fault(value: str) -> tuple[str, str | None]:
                    f"{', '.join('setup:' + f for f in SETUP_FAULTS)})")
 
 
+def guest_hostname(cpu_model: str) -> str:
+    return f"vm-{cpu_model.lower()}"
+
+
+def guest_prologue(xchg: Path) -> str:
+    """run.sh's first lines: the checkout, and where the guest's farm keeps
+    its state (the exchange dir) and finds the host's compiled corpus."""
+    return (f"cd {shlex.quote(str(REPO))}\n"
+            f"export FARM_STATE_DIR={shlex.quote(str(xchg))}/state "
+            f"FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n")
+
+
+def guest_job_file(job: Path, spec, dest: Path) -> Path:
+    """The job's copy for the guest, named after the job: a spec without
+    `name:` takes its file's name, so the guest's run keeps the job's name."""
+    copy = dest / f"{spec.name}.yaml"
+    shutil.copy(job, copy)
+    return copy
+
+
+def farm_run_command(job_yaml: Path, out_dir: Path, duration: str | None) -> str:
+    """The guest's `farm run` of one job, its result.json and artifacts/ in out_dir."""
+    args = ["run", str(job_yaml), "--json", str(out_dir / "result.json"), "--artifacts", str(out_dir / "artifacts")]
+    args += ["--duration", duration] if duration else []
+    return f"{shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}"
+
+
+def allowance_s(specs) -> float:
+    """How long a guest running these jobs one after another may take before it counts as hung."""
+    return BOOT_ALLOWANCE_S + sum(s.duration + TOPOLOGY_ALLOWANCE_S * len(s.topologies) for s in specs)
+
+
+def keep_guest_logs(run: GuestRun, dest: Path) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "console.log").write_text(run.console)
+    (dest / "guest-run.log").write_text(run.log)
+
+
+def lost_guest_result(run_id: str, job: str, cpu_model: str, kernel: Kernel, run: GuestRun, allowed_s: float,
+                was_running: bool = True, host: dict | None = None, running_job: str | None = None) -> Result:
+    """The result of a job whose guest died or hung before the job ended:
+    the console's crash reports (if the job was the one running), a hang if
+    the guest was killed, and one host-lost. host: facts an earlier job of
+    the same guest reported, so the run lands in its class in triage."""
+    facts = {**(host or {}), "hostname": guest_hostname(cpu_model), "cpu_model": cpu_model, "kernel": kernel.release}
+    result = Result(run_id=run_id, job=job, started=now_iso(), host=facts)
+    if was_running:
+        result.findings = classify(console_records(run.console))
+        if run.timed_out:
+            result.findings.append(Finding("hang", "hang: guest", f"{cpu_model} guest still running "
+                                           f"{allowed_s:.0f}s after boot; killed"))
+        summary = f"{cpu_model} guest lost during {job}"
+    else:
+        summary = f"{cpu_model} guest lost during {running_job or 'an earlier job'}, before {job} started"
+    result.findings.append(Finding("host-lost", "host-lost", summary,
+                                   detail={"console": "console.log",
+                                           "crash": [f.signature for f in result.findings]}))
+    result.settle_verdict()
+    result.artifacts["console"] = "console.log"
+    return result
+
+
+def store_results(items: list[tuple[dict, Path]]) -> int:
+    """(result, artifacts dir) pairs into the results database, so triage
+    sees the virtual lab; how many were new."""
+    from farm.store import open_store
+    return open_store().add_many([(r, None, art) for r, art in items])
+
+
 def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None, artifacts: Path | None,
             duration: str | None = None, smp: int = 2, memory_mb: int = 2048, say=print,
-            modules: str | None = None, cell: str | None = None, append: str | None = None) -> int:
+            modules: str | None = None, cell: str | None = None, append: str | None = None,
+            store: bool = True) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
     the_cell, boot_append = boot_args(cell, append)
     kernel = resolve_kernel(kernel_spec, modules)
@@ -59,27 +130,23 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
     artifacts = artifacts or Path("artifacts") / f"{run_id}-{cpu_model}"
     try:
         xchg.mkdir(parents=True)
-        shutil.copy(job, xchg / "job.yaml")
-        args = ["run", str(xchg / "job.yaml"), "--json", str(xchg / "result.json"),
-                "--artifacts", str(xchg / "artifacts")] + (["--duration", duration] if duration else [])
+        job_copy = guest_job_file(job, spec, xchg)
         fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
-        script = (fault_script + f"cd {shlex.quote(str(REPO))}\n"
-                  f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n"
-                  f"exec {shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}\n")
+        script = fault_script + guest_prologue(xchg) + "exec " + farm_run_command(job_copy, xchg, duration) + "\n"
         say(f"booting {cpu_model} with {kernel.release}{' (' + boot_append + ')' if boot_append else ''} "
             f"for {spec.name} ({spec.duration:g}s)")
-        allowed_s = spec.duration + BOOT_ALLOWANCE_S + TOPOLOGY_ALLOWANCE_S * len(spec.topologies)
+        allowed_s = allowance_s([spec])
         run = run_in_guest(script, xchg, cpu_model, kernel, smp=smp, memory_mb=memory_mb,
-                           timeout_s=allowed_s, hostname=f"vm-{cpu_model.lower()}",
+                           timeout_s=allowed_s, hostname=guest_hostname(cpu_model),
                            setup_fault=setup_fault, append=boot_append)
-        artifacts.mkdir(parents=True, exist_ok=True)
-        (artifacts / "console.log").write_text(run.console)
-        (artifacts / "guest-run.log").write_text(run.log)
+        keep_guest_logs(run, artifacts)
         if (xchg / "artifacts").is_dir():
             shutil.copytree(xchg / "artifacts", artifacts, dirs_exist_ok=True)
         if run.exit_code is not None and (xchg / "result.json").exists():
             if json_path:
                 shutil.copy(xchg / "result.json", json_path)
+            if store:
+                store_results([(json.loads((xchg / "result.json").read_text()), artifacts)])
             say(run.log.strip()[-GUEST_SUMMARY_CHARS:] or f"exit {run.exit_code}")  # the guest's summary, its error row too
             return run.exit_code
         if run.exit_code is not None:  # farm run itself refused (bad spec for this guest, ...)
@@ -89,21 +156,12 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             raise InfraError(f"{cpu_model} guest ({kernel.release}) not set up: {run.setup_error}; "
                              f"console in {artifacts / 'console.log'}")
         # the guest died or hung before the job ended: the console tells why
-        result = Result(run_id=run_id, job=spec.name, started=now_iso(),
-                        host={"hostname": f"vm-{cpu_model.lower()}", "cpu_model": cpu_model,
-                              "kernel": kernel.release})
-        result.findings = classify(console_records(run.console))
-        if run.timed_out:
-            result.findings.append(Finding("hang", "hang: guest", f"{cpu_model} guest still running "
-                                           f"{allowed_s:.0f}s after boot; killed"))
-        result.findings.append(Finding("host-lost", "host-lost", f"{cpu_model} guest lost during {spec.name}",
-                                       detail={"console": "console.log",
-                                               "crash": [f.signature for f in result.findings]}))
-        result.settle_verdict()
-        result.artifacts["console"] = "console.log"
+        result = lost_guest_result(run_id, spec.name, cpu_model, kernel, run, allowed_s)
         result.write(artifacts / "result.json")
         if json_path:
             result.write(json_path)
+        if store:
+            store_results([(result.to_dict(), artifacts)])
         for f in result.findings:
             say(f"{f.kind}: {f.signature}")
         return EXIT_FINDINGS if result.findings else EXIT_INFRA
