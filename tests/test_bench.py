@@ -20,7 +20,8 @@ KEYS = {
     "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
                  "target_matrix_s"},
     "lab.py": {"boot_to_worker_ready_s", "smoke_host_s", "smoke_guest_s", "guest_vs_host", "duration",
-               "guest_run"},
+               "guest_run", "matrix_s", "serial_s", "speedup", "serial_basis", "matrix_runs", "matrix_guests",
+               "boot_to_ready_s", "first_job_s", "reused_job_overhead_s"},
 }
 
 
@@ -63,5 +64,9 @@ def test_the_store_bench_runs():
 @pytest.mark.root
 @pytest.mark.qemu
 def test_the_lab_bench_runs():
-    out = smoke("lab.py", 1200)
+    out = smoke("lab.py", 1800)
     assert out["duration"] == "1s" and out["boot_to_worker_ready_s"] > 0 and out["smoke_guest_s"] > 0
+    # the matrix: one guest running the job twice, so one reuse measured
+    assert (out["matrix_runs"], out["matrix_guests"]) == (2, 1)
+    assert out["matrix_s"] > 0 and out["serial_s"] > 0 and out["speedup"] > 0
+    assert out["boot_to_ready_s"] > 0 and out["first_job_s"] > 0 and out["reused_job_overhead_s"] is not None

@@ -144,6 +144,7 @@ def test_a_guest_lost_mid_matrix_blames_its_crash_on_the_running_job_only(tmp_pa
     assert (b.exit_code, c.exit_code) == (1, 1)
     assert b.result["host"]["hw_class"] == c.result["host"]["hw_class"] == "amd-zen3"
     assert json.loads((tmp_path / "art-c" / "result.json").read_text())["run_id"] == c.result["run_id"]
+    assert "sysrq_handle_crash" in (tmp_path / "art-b" / b.result["artifacts"]["console"]).read_text()
 
 
 def test_bad_matrix_input_is_one_line_and_exit_2(tmp_path):

@@ -242,7 +242,10 @@ def _job_outcome(plan, kernel, run, d: Path, art: Path, job: MatrixJob, allowed:
     name = job.spec.name
     art.mkdir(parents=True, exist_ok=True)
     if (d / "exit").exists():
-        code = int((d / "exit").read_text().strip() or EXIT_INFRA)
+        try:
+            code = int((d / "exit").read_text().strip())
+        except ValueError:  # cut short as the guest went down
+            code = EXIT_INFRA
         if (d / "result.json").exists():
             result = json.loads((d / "result.json").read_text())
             (art / "result.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -255,6 +258,7 @@ def _job_outcome(plan, kernel, run, d: Path, art: Path, job: MatrixJob, allowed:
     result = lost_guest_result(new_run_id(name), name, plan.cpu_model, kernel, run, allowed,
                                was_running=(d / "started").exists(), host=host_facts, running_job=running)
     result.write(art / "result.json")
+    (art / "console.log").write_text(run.console)  # the result's `console` artifact, beside it
     return JobOutcome(name, VERDICT_EXIT[result.verdict], result.to_dict(), art)
 
 
