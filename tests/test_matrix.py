@@ -203,3 +203,36 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
     # nothing left: no guest, no exchange dir
     assert not list((state / "vlab" / "runs").iterdir())
     assert subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{state}"], capture_output=True).returncode == 1
+
+
+@pytest.mark.parametrize("store", [True, False])
+def test_farm_lab_run_stores_its_result_unless_told_not_to_and_keeps_the_jobs_name(tmp_path, monkeypatch, store):
+    """The guest is faked (its run writes a real engine result): what is
+    checked is lab run's side, the job copy it hands the guest (named after
+    the job, so a spec without `name:` keeps its name) and the database."""
+    from farm.guests import vrun
+    from farm.guests.qemu import GuestRun, Kernel
+    from farm.store import open_store
+    from support import REPO as repo
+    monkeypatch.setenv("FARM_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("FARM_DB_URL", raising=False)
+    fixture = json.loads((repo / "tests" / "fixtures" / "results" / "pass.json").read_text())
+    seen = {}
+
+    def fake_guest(script, xchg, *args, **kw):
+        seen["script"] = script
+        (xchg / "result.json").write_text(json.dumps({**fixture, "job": "mine", "run_id": "mine-1"}))
+        return GuestRun(0, "console", "summary", False)
+    monkeypatch.setattr(vrun, "run_in_guest", fake_guest)
+    monkeypatch.setattr(vrun, "resolve_kernel", lambda *a: Kernel(Path("/k"), Path("/m"), "6.1.0-57-amd64"))
+    job_path = tmp_path / "mine.yaml"
+    job_path.write_text("duration: 1s\ntopologies: [direct-main]\n")
+    code = vrun.lab_run(job_path, "EPYC-Milan", "deb:linux-image-amd64", None, tmp_path / "art", say=lambda _: None,
+                        store=store)
+    assert code == 0
+    assert re.search(r"farm\.cli run \S+/mine\.yaml ", seen["script"]), seen["script"]
+    db = open_store(f"sqlite:///{tmp_path / 'state' / 'farm.db'}")
+    assert db.run_count() == (1 if store else 0)
+    if store:
+        assert db.result("mine-1")["job"] == "mine"
+    assert not list((tmp_path / "state" / "vlab" / "runs").iterdir())  # the exchange dir is gone

@@ -88,7 +88,8 @@ def keep_guest_logs(run: GuestRun, dest: Path) -> None:
 
 
 def lost_guest_result(run_id: str, job: str, cpu_model: str, kernel: Kernel, run: GuestRun, allowed_s: float,
-                was_running: bool = True, host: dict | None = None, running_job: str | None = None) -> Result:
+                      was_running: bool = True, host: dict | None = None,
+                      running_job: str | None = None) -> Result:
     """The result of a job whose guest died or hung before the job ended:
     the console's crash reports (if the job was the one running), a hang if
     the guest was killed, and one host-lost. host: facts an earlier job of
