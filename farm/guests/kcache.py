@@ -245,11 +245,14 @@ def _trash_leftovers(now: float) -> None:
     """Unpacks whose process died, and incomplete entries an older farm left."""
     for d in kernels_dir().iterdir():
         m = re.fullmatch(r"\.unpack-.+-(\d+)-[0-9a-f]{8}", d.name)
-        if m and not _alive(int(m.group(1))):
-            _to_trash(d)
-        elif not d.name.startswith(".") and d.is_dir() and not (d / "ok").exists() \
-                and d.stat().st_mtime < now - STALE_PARTIAL_S:
-            _to_trash(d)
+        try:
+            if m and not _alive(int(m.group(1))):
+                _to_trash(d)
+            elif not d.name.startswith(".") and d.is_dir() and not (d / "ok").exists() \
+                    and d.stat().st_mtime < now - STALE_PARTIAL_S:
+                _to_trash(d)
+        except FileNotFoundError:
+            pass  # its owner finished or removed it meanwhile
 
 
 def _alive(pid: int) -> bool:
