@@ -111,17 +111,6 @@ def test_a_guest_kernel_crash_mid_job_is_a_kernel_oops_and_one_host_lost(tmp_pat
     assert no_guest_left(tmp_path)
 
 
-@pytest.mark.slow
-def test_the_initramfs_is_built_once_per_kernel_whatever_the_process(tmp_path):
-    import sys
-    code = "from farm.guests.qemu import resolve_kernel, initramfs; print(initramfs(resolve_kernel()))"
-    env = {**os.environ, "FARM_STATE_DIR": str(tmp_path / "state")}
-    paths = {subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True,
-                            text=True, check=True).stdout.strip() for _ in range(2)}
-    assert len(paths) == 1
-    assert len(list((tmp_path / "state" / "vlab").glob("initramfs-*"))) == 1
-
-
 def test_guest_modules_load_after_what_they_need_and_built_in_ones_are_skipped(tmp_path):
     """Pure logic, on a modules dir laid out like 6.12's (9pnet needs netfs; virtio built in);
     without 9p (as in Debian's cloud kernels) the guest's shares are virtiofs."""

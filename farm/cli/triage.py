@@ -38,8 +38,9 @@ def add_commands(sub) -> None:
     rp.add_argument("--submission", help="JUnit: only this submission's runs")
     rp.add_argument("--job", help="JUnit: only this job's runs")
     rp.set_defaults(handler=_report)
-    gc = sub.add_parser("gc", help="drop old artifacts, keep signatures and counts")
-    gc.add_argument("--older-than", default="90d", metavar="AGE", help="e.g. 90d, 12w (default 90d)")
+    gc = sub.add_parser("gc", help="drop old artifacts (signatures and counts kept) and trim the lab's kernel cache")
+    gc.add_argument("--older-than", default="90d", metavar="AGE",
+                    help="e.g. 90d, 12w (default 90d): older runs' artifacts, kernels unused for longer")
     gc.set_defaults(handler=_gc)
 
 
@@ -238,8 +239,22 @@ def _report(args) -> int:
 
 
 def _gc(args) -> int:
+    from farm.config import kernel_cache_max
     age = parse_age(args.older_than)
+    cap = kernel_cache_max()  # a bad cap is refused before anything is removed
     done = _store().gc(age)
     print(f"farm gc: runs started before {done['cutoff']}: {done['artifacts_removed']} artifacts removed, "
           f"{done['results_trimmed']} raw results trimmed; signatures and counts kept")
+    _gc_kernels(cap, age.total_seconds())
     return EXIT_PASS
+
+
+def _gc_kernels(cap: int, unused_for_s: float) -> None:
+    from farm.guests import kcache
+    removed, kept = kcache.gc(cap, unused_for_s)
+    print(f"farm gc: kernel cache {kcache.kernels_dir()} (cap {kcache.human(cap)}): "
+          f"removed {len(removed)} ({kcache.human(sum(d.bytes for d in removed))}), "
+          f"kept {len(kept)} ({kcache.human(sum(d.bytes for d in kept))})")
+    for verb, decisions in (("removed", removed), ("kept", kept)):
+        for d in decisions:
+            print(f"  {verb:7} {d.name:48} {kcache.human(d.bytes):>10}  {d.why}")
