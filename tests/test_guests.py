@@ -108,6 +108,10 @@ def test_a_guest_kernel_crash_mid_job_is_a_kernel_oops_and_one_host_lost(tmp_pat
     oops = [f for f in r["findings"] if f["kind"] == "kernel-oops"]
     assert oops and oops[0]["signature"] == "kernel panic: sysrq triggered crash in sysrq_handle_crash"
     assert r["host"]["cpu_model"] == "Icelake-Server"
+    # its cell is named from the guest's own cmdline; its paths are unknown, never guessed
+    cell = r["host"]["cell"]
+    assert (cell["name"], cell["requested"], cell["vulnerabilities"]) == ("default", False, {})
+    assert cell["cmdline"].startswith("console=ttyS0") and cell["indirect_jump"].startswith("unknown: ")
     assert no_guest_left(tmp_path)
 
 

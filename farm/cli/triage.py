@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from farm.errors import EXIT_FINDINGS, EXIT_PASS, BadInput
+from farm.result import READABLE_SCHEMAS
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -65,9 +66,10 @@ def _read_results(path: Path) -> list[dict]:
         raise BadInput(f"{path}: not JSON ({e})") from None
     items = data if isinstance(data, list) else [data]
     for i, r in enumerate(items):
-        if not isinstance(r, dict) or r.get("schema") != 1 or not isinstance(r.get("run_id"), str) \
-                or not isinstance(r.get("host"), dict):
-            raise BadInput(f"{path}: item {i} is not a schema-1 farm result")
+        if not isinstance(r, dict) or r.get("schema") not in READABLE_SCHEMAS \
+                or not isinstance(r.get("run_id"), str) or not isinstance(r.get("host"), dict):
+            raise BadInput(f"{path}: item {i} is not a farm result of schema "
+                           f"{' or '.join(map(str, READABLE_SCHEMAS))}")
     return items
 
 
