@@ -122,9 +122,16 @@ def cell_from_cmdline(cmdline: str, cells: dict[str, Cell]) -> str:
     matches = [c for c in cells.values() if c.append and set(c.append.split()) <= args]
     if matches:
         return max(matches, key=lambda c: len(c.append.split())).name
-    if any(a.split("=")[0] in MITIGATION_ARGS for a in args):
+    if any(a.split("=")[0] in MITIGATION_ARGS and not _kernel_default(a) for a in args):
         return "custom"
     return "default"
+
+
+def _kernel_default(arg: str) -> bool:
+    """mitigations=auto (with options such as nosmt or a hypervisor's
+    no_guest_host) and spectre_v2=auto pick what the kernel picks anyway."""
+    _, _, value = arg.partition("=")
+    return value.split(",")[0] == "auto"
 
 
 def cell_miss(name: str, expect: dict[str, str], seen: dict[str, str], spectre_v2: str) -> str | None:
