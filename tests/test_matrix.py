@@ -113,6 +113,7 @@ def test_the_guest_script_marks_each_job_started_and_its_exit_in_its_own_dir(tmp
         script.index("echo $? > /x/jobs/0/exit") < script.index(": > /x/jobs/1/started") < \
         script.index("/x/jobs/1/b.yaml")
     assert script.count("--duration 2s") == 2
+    assert script.count("--cell off") == 2  # each run proves its cell from its own JIT listing
     assert "exec " not in script  # one job's end is not the guest's
 
 
@@ -143,6 +144,9 @@ def test_a_guest_lost_mid_matrix_blames_its_crash_on_the_running_job_only(tmp_pa
     assert c.result["findings"][0]["summary"] == "EPYC-Milan guest lost during b, before c started"
     assert (b.exit_code, c.exit_code) == (1, 1)
     assert b.result["host"]["hw_class"] == c.result["host"]["hw_class"] == "amd-zen3"
+    # named as asked, its paths unknown: the guest went before its JIT listing was read
+    assert b.result["host"]["cell"]["name"] == c.result["host"]["cell"]["name"] == "default"
+    assert b.result["host"]["cell"]["indirect_jump"].startswith("unknown: ")
     assert json.loads((tmp_path / "art-c" / "result.json").read_text())["run_id"] == c.result["run_id"]
     assert "sysrq_handle_crash" in (tmp_path / "art-b" / b.result["artifacts"]["console"]).read_text()
 
@@ -183,6 +187,11 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
     results = json.loads(out.read_text())
     assert sorted(r["job"] for r in results) == ["alpha", "alpha", "beta", "beta"]
     assert all(r["verdict"] == "pass" for r in results), [r.get("error") for r in results]
+    # each run proved its own cell from its JIT listing (farm run --cell in the guest)
+    assert sorted((r["host"]["cell"]["name"], r["job"]) for r in results) == \
+        [("default", "alpha"), ("default", "beta"), ("off", "alpha"), ("off", "beta")]
+    assert all(r["host"]["cell"]["requested"] for r in results)
+    assert {r["host"]["cell"]["return"] for r in results if r["host"]["cell"]["name"] == "off"} == {"ret"}
     # one boot per cell: two consoles, each one kernel booting once and running both jobs
     consoles = sorted(art.glob("*/console.log"))
     assert [c.parent.name.rsplit("_", 1)[1] for c in consoles] == ["default", "off"]

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from farm.cellproof import CellRequest
 from farm.cells import get_cell
 from farm.config import state_dir
 from farm.errors import EXIT_INFRA, VERDICT_EXIT, BadInput, InfraError, shown
 from farm.guests.qemu import Kernel, initramfs, resolve_kernel, run_in_guest
 from farm.guests.vrun import (allowance_s, farm_run_command, guest_hostname, guest_job_file, guest_prologue,
-                              keep_guest_logs,
-                              lost_guest_result, store_results)
+                              keep_guest_logs, lost_cell_record, lost_guest_result, store_results)
 from farm.host_run import new_run_id
 from farm.spec import JobSpec, load_spec
 
@@ -159,7 +159,9 @@ def guest_script(plan: GuestPlan, xchg: Path, duration: str | None) -> str:
         d = xchg / "jobs" / str(i)
         q = shlex.quote(str(d))
         job_yaml = d / f"{plan.jobs[i].spec.name}.yaml"
-        lines.append(f": > {q}/started\n{farm_run_command(job_yaml, d, duration)} > {q}/run.log 2>&1\n"
+        # --cell: each run proves from its own JIT listing that the guest reached the cell, else exit 3
+        run = farm_run_command(job_yaml, d, duration, ["--cell", plan.cell])
+        lines.append(f": > {q}/started\n{run} > {q}/run.log 2>&1\n"
                      f"echo $? > {q}/exit\n")
     return "".join(lines)
 
@@ -255,7 +257,8 @@ def _job_outcome(plan, kernel, run, d: Path, art: Path, job: MatrixJob, allowed:
     if run.setup_error:  # farm's own guest never got to the job: nothing to say about the kernel
         return JobOutcome(name, EXIT_INFRA, None, art, f"guest not set up: {run.setup_error}")
     # the guest died or hung first: the running job gets the console's crash, the rest a host-lost
-    result = lost_guest_result(new_run_id(name), name, plan.cpu_model, kernel, run, allowed,
+    cell = lost_cell_record(CellRequest(plan.cell), run.console, get_cell(plan.cell).append)
+    result = lost_guest_result(new_run_id(name), name, plan.cpu_model, kernel, run, allowed, cell,
                                was_running=(d / "started").exists(), host=host_facts, running_job=running)
     result.write(art / "result.json")
     (art / "console.log").write_text(run.console)  # the result's `console` artifact, beside it

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
 from farm.bpf.toolchain import cache_root
-from farm.cells import boot_args
+from farm.cellproof import CellRequest, unread_cell_record
+from farm.cells import boot_args, check_append
 from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
@@ -69,10 +71,11 @@ def guest_job_file(job: Path, spec, dest: Path) -> Path:
     return copy
 
 
-def farm_run_command(job_yaml: Path, out_dir: Path, duration: str | None) -> str:
-    """The guest's `farm run` of one job, its result.json and artifacts/ in out_dir."""
+def farm_run_command(job_yaml: Path, out_dir: Path, duration: str | None, cell_args: list[str]) -> str:
+    """The guest's `farm run` of one job, its result.json and artifacts/ in out_dir;
+    cell_args (--cell NAME, --booted-with ARGS) make it prove the cell it was booted for."""
     args = ["run", str(job_yaml), "--json", str(out_dir / "result.json"), "--artifacts", str(out_dir / "artifacts")]
-    args += ["--duration", duration] if duration else []
+    args += (["--duration", duration] if duration else []) + cell_args
     return f"{shlex.quote(sys.executable)} -m farm.cli {' '.join(map(shlex.quote, args))}"
 
 
@@ -87,14 +90,22 @@ def keep_guest_logs(run: GuestRun, dest: Path) -> None:
     (dest / "guest-run.log").write_text(run.log)
 
 
+def lost_cell_record(request: CellRequest, console: str, boot_append: str) -> dict:
+    """host.cell of a lost guest's run: named from the command line its console shows, its paths unknown."""
+    booted = re.search(r"^.*Kernel command line: (.*)$", console, re.M)
+    return unread_cell_record(request, booted.group(1).strip() if booted else boot_append,
+                              "the guest was lost before its JIT listing was read")
+
+
 def lost_guest_result(run_id: str, job: str, cpu_model: str, kernel: Kernel, run: GuestRun, allowed_s: float,
-                      was_running: bool = True, host: dict | None = None,
+                      cell: dict, was_running: bool = True, host: dict | None = None,
                       running_job: str | None = None) -> Result:
     """The result of a job whose guest died or hung before the job ended:
     the console's crash reports (if the job was the one running), a hang if
     the guest was killed, and one host-lost. host: facts an earlier job of
     the same guest reported, so the run lands in its class in triage."""
-    facts = {**(host or {}), "hostname": guest_hostname(cpu_model), "cpu_model": cpu_model, "kernel": kernel.release}
+    facts = {**(host or {}), "hostname": guest_hostname(cpu_model), "cpu_model": cpu_model, "kernel": kernel.release,
+             "cell": cell}
     result = Result(run_id=run_id, job=job, started=now_iso(), host=facts)
     if was_running:
         result.findings = classify(console_records(run.console))
@@ -125,6 +136,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             store: bool = True) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
     the_cell, boot_append = boot_args(cell, append)
+    extra = check_append(append or "")  # --append's own arguments, beyond the cell's
     kernel = resolve_kernel(kernel_spec, modules)
     run_id = new_run_id(spec.name)
     xchg = state_dir() / "vlab" / "runs" / run_id
@@ -132,8 +144,10 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
     try:
         xchg.mkdir(parents=True)
         job_copy = guest_job_file(job, spec, xchg)
+        # the guest's run proves the cell it was booted for (or what --append implies), else exit 3
+        cell_args = (["--cell", the_cell.name] if the_cell else []) + (["--booted-with", extra] if extra else [])
         fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
-        script = fault_script + guest_prologue(xchg) + "exec " + farm_run_command(job_copy, xchg, duration) + "\n"
+        script = fault_script + guest_prologue(xchg) + "exec " + farm_run_command(job_copy, xchg, duration, cell_args) + "\n"
         say(f"booting {cpu_model} with {kernel.release}{' (' + boot_append + ')' if boot_append else ''} "
             f"for {spec.name} ({spec.duration:g}s)")
         allowed_s = allowance_s([spec])
@@ -157,7 +171,8 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             raise InfraError(f"{cpu_model} guest ({kernel.release}) not set up: {run.setup_error}; "
                              f"console in {artifacts / 'console.log'}")
         # the guest died or hung before the job ended: the console tells why
-        result = lost_guest_result(run_id, spec.name, cpu_model, kernel, run, allowed_s)
+        result = lost_guest_result(run_id, spec.name, cpu_model, kernel, run, allowed_s,
+                                   cell=lost_cell_record(CellRequest(cell, extra), run.console, boot_append))
         result.write(artifacts / "result.json")
         if json_path:
             result.write(json_path)
