@@ -178,7 +178,8 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
     jobs = []
     for name in ("alpha", "beta"):
         jobs.append(tmp_path / f"{name}.yaml")
-        jobs[-1].write_text("duration: 1s\ntopologies: [direct-main]\n")
+        # indirect: the off cell is proven by an indirect tail call (plain jmp) in the run's JIT listing
+        jobs[-1].write_text("duration: 1s\ntopologies: [indirect]\n")
     out, art = tmp_path / "all.json", tmp_path / "art"
     p = subprocess.run(farm_cmd("lab", "matrix", *map(str, jobs), "--cpu-models", "EPYC-Milan", "--cells",
                                 "default,off", "--json", str(out), "--artifacts", str(art)),
@@ -245,3 +246,31 @@ def test_farm_lab_run_stores_its_result_unless_told_not_to_and_keeps_the_jobs_na
     if store:
         assert db.result("mine-1")["job"] == "mine"
     assert not list((tmp_path / "state" / "vlab" / "runs").iterdir())  # the exchange dir is gone
+
+
+def test_progress_off_a_terminal_is_one_plain_line_per_event(tmp_path):
+    """A CI log gets lines, not a bar: each guest booted and each job done
+    once, however often the watches are polled."""
+    import io
+    from farm.guests.matrix import GuestPlan, GuestWatch
+    from farm.guests.matrix_view import MatrixDisplay
+    plan = GuestPlan("EPYC-Milan", "deb:linux-image-amd64", "off",
+                     (job(tmp_path / "a.yaml", "a"), job(tmp_path / "b.yaml", "b")))
+    xchg = tmp_path / "x"
+    (xchg / "jobs" / "0").mkdir(parents=True)
+    watch = GuestWatch(xchg, 2)
+    out = io.StringIO()
+    display = MatrixDisplay(out)
+    display.start([plan], 1)
+    watch.poll()
+    display.update([watch])
+    (xchg / "console.log").write_text("[    1.0] Linux version 6.1\nfarm-init: running /x/run.sh\n")
+    (xchg / "jobs" / "0" / "exit").write_text("1\n")
+    for _ in range(3):
+        watch.poll()
+        display.update([watch])
+    display.stop()
+    assert out.getvalue().splitlines() == [
+        "lab matrix: 2 runs in 1 guests, 1 at a time",
+        "booted  EPYC-Milan linux-image-amd64 off",
+        "done    EPYC-Milan linux-image-amd64 off a: exit 1"]
