@@ -157,11 +157,18 @@ def test_bad_matrix_input_is_one_line_and_exit_2(tmp_path):
     for args, line in ((["--cells", "nope"], r"farm: unknown cell 'nope'"),
                        (["--kernels", "foo"], r"farm: --kernels: 'foo' is not deb:PACKAGE"),
                        (["--cpu-models", "Pentium-9000"], r"farm: --cpu-models: unknown QEMU CPU model"),
-                       (["--cpu-models", ","], r"farm: --cpu-models: nothing given")):
+                       (["--cpu-models", ","], r"farm: --cpu-models: nothing given"),
+                       (["--kernels", "deb:linux-image-no-such-9.9"],
+                        r"farm: kernel deb:linux-image-no-such-9\.9: no such package in the archive"),
+                       (["--memory", "10"], r"farm: --smp 2 / --memory 10: at least 1 CPU and 256 MB"),
+                       (["--parallel", "0"], r"farm: --parallel: 0 \(at least 1\)")):
         p = subprocess.run(farm_cmd("lab", "matrix", str(j), *args), cwd=REPO, capture_output=True, text=True,
                            env={**os.environ, "FARM_STATE_DIR": str(tmp_path / "state")}, timeout=60)
         assert p.returncode == 2, (args, p.stdout, p.stderr)
         assert re.fullmatch(line + r".*\n", p.stderr), p.stderr
+    # refused before anything was fetched or booted
+    kernels = tmp_path / "state" / "vlab" / "kernels"
+    assert not kernels.exists() or not [k for k in kernels.iterdir() if k.name.startswith("linux-image")]
 
 
 # -- one real matrix --------------------------------------------------------------------------

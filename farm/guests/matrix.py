@@ -291,10 +291,8 @@ def load_jobs(paths: list[str], duration: str | None) -> list[MatrixJob]:
 
 
 def run_matrix(plans: list[GuestPlan], kernels: dict[str, Kernel], opts: MatrixOptions, out: Path,
-               display) -> list[GuestOutcome]:
+               display, slots: int) -> list[GuestOutcome]:
     """Every plan's guest, `slots` at a time; display sees progress and each guest's outcome."""
-    cpus = len(os.sched_getaffinity(0))
-    slots = guest_slots(cpus, mem_available_mb(), opts.memory_mb, len(plans), opts.parallel)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     root = state_dir() / "vlab" / "runs" / f"matrix-{stamp}-{os.getpid()}"
     xchgs = [root / str(i) for i in range(len(plans))]
@@ -371,6 +369,11 @@ def run_matrix_command(job_paths: list[str], cpu_models: str, kernels: str, cell
     plans = plan_guests(jobs, models, kernel_specs, cell_names)
     if opts.json_path and opts.json_path.is_dir():
         raise BadInput(f"--json: {opts.json_path} is a directory")
+    if opts.artifacts and opts.artifacts.exists() and not opts.artifacts.is_dir():
+        raise BadInput(f"--artifacts: {opts.artifacts} is not a directory")
+    if opts.smp < 1 or opts.memory_mb < 256:
+        raise BadInput(f"--smp {opts.smp} / --memory {opts.memory_mb}: at least 1 CPU and 256 MB a guest")
+    slots = guest_slots(len(os.sched_getaffinity(0)), mem_available_mb(), opts.memory_mb, len(plans), opts.parallel)
     resolved = {k: resolve_kernel(k) for k in kernel_specs}  # downloads, before any guest boots
     for k in resolved.values():
         initramfs(k)  # built once here, not by several guests' threads at once
@@ -378,7 +381,7 @@ def run_matrix_command(job_paths: list[str], cpu_models: str, kernels: str, cell
     out = opts.artifacts or Path("artifacts") / f"matrix-{stamp}"
     out.mkdir(parents=True, exist_ok=True)
     display = display or MatrixDisplay()
-    outcomes = run_matrix(plans, resolved, opts, out, display)
+    outcomes = run_matrix(plans, resolved, opts, out, display, slots)
     runs = [j for o in outcomes for j in o.jobs]
     (out / "guests.json").write_text(json.dumps([o.summary() for o in outcomes], indent=2) + "\n")
     results = [j.result for j in runs if j.result is not None]
