@@ -22,9 +22,10 @@ Run as root: .venv/bin/python bench/lab.py [DURATION] [--smoke] [--matrix-only]
 --matrix-only: the matrix part alone (its keys only).
 
 --smoke runs a 1 s one-topology job on the host and on one lab guest's
-worker (through the queue, booted already); its matrix is one more guest (EPYC-Milan, the default kernel and cell) running that job twice, and
-its serial sum is estimated from that guest's own boot and first job, with
-no extra guest: does the bench still work, not a measurement.
+worker (through the queue, booted already); its matrix is one more guest
+(EPYC-Milan, the default kernel and cell) running that job twice, and its
+serial sum is estimated from that guest's own boot and first job, with no
+extra guest: does the bench still work, not a measurement.
 """
 from __future__ import annotations
 

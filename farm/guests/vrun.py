@@ -147,7 +147,8 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         # the guest's run proves the cell it was booted for (or what --append implies), else exit 3
         cell_args = (["--cell", the_cell.name] if the_cell else []) + (["--booted-with", extra] if extra else [])
         fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
-        script = fault_script + guest_prologue(xchg) + "exec " + farm_run_command(job_copy, xchg, duration, cell_args) + "\n"
+        script = (fault_script + guest_prologue(xchg)
+                  + "exec " + farm_run_command(job_copy, xchg, duration, cell_args) + "\n")
         say(f"booting {cpu_model} with {kernel.release}{' (' + boot_append + ')' if boot_append else ''} "
             f"for {spec.name} ({spec.duration:g}s)")
         allowed_s = allowance_s([spec])
