@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import zlib
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -15,6 +14,7 @@ import pytest
 from sqlalchemy import MetaData, Table, insert, inspect, select
 
 from support import REPO, farm_cmd
+from support.old_schema import rows_at_0002
 from support.results_lab import (JOB, NEW, OLD, base, cell_history, errored, history, host_facts, in_cell,
                                  kernel_finding, lost, variant)
 from farm.result import SCHEMA
@@ -334,30 +334,6 @@ def test_an_upgrade_from_the_first_schema_keeps_the_history(tmp_path):
         assert ss.scalar(select(Signature.id).where(Signature.text == "wrong-target in indirect")) == 1
 
 
-def _rows_at_0002(c) -> None:
-    """What the 0002 code stored of two runs on one host: a pass and a fail
-    with its signature, finding and kernel log (no cell columns yet)."""
-    t = {n: Table(n, MetaData(), autoload_with=c) for n in ("hosts", "facts", "runs", "signatures",
-                                                           "findings", "artifacts")}
-    now = datetime(2026, 1, 1)
-    c.execute(insert(t["hosts"]).values(id=1, hostname="old-host", vendor="AuthenticAMD", hw_class="amd-zen3",
-                                        first_seen=now, last_seen=now))
-    c.execute(insert(t["facts"]).values(id=1, host_id=1, digest="d", vendor="AuthenticAMD", family=25, model=1,
-                                        stepping=1, model_name="", microcode="", kernel="6.8.0", spectre_v2="",
-                                        hw_class="amd-zen3", first_seen=now, last_seen=now))
-    for n, outcome in enumerate(("pass", "fail")):
-        c.execute(insert(t["runs"]).values(run_id=f"r{n}", job=JOB, host_id=1, facts_id=1, vendor="AuthenticAMD",
-                                           hw_class="amd-zen3", kernel="6.8.0", verdict=outcome, outcome=outcome,
-                                           started=now + timedelta(minutes=n), duration_s=1.0,
-                                           updates_per_s=0.0, tail_calls_per_s=0.0))
-    c.execute(insert(t["signatures"]).values(id=1, text="wrong-target in indirect", kind="wrong-target",
-                                             status="open", first_seen=now, last_seen=now, count=1))
-    c.execute(insert(t["findings"]).values(run_id="r1", signature_id=1, kind="wrong-target", summary="",
-                                           at="", detail="{}"))
-    c.execute(insert(t["artifacts"]).values(run_id="r1", name="kmsg", path="kmsg", size=3,
-                                            content=zlib.compress(b"log")))
-
-
 def test_an_upgrade_from_before_cells_keeps_every_run_with_an_unknown_cell(tmp_path):
     """A database at 0002, the last revision without cells: after the
     upgrade every run, finding and artifact is still there, each run of
@@ -368,7 +344,7 @@ def test_an_upgrade_from_before_cells_keeps_every_run_with_an_unknown_cell(tmp_p
     migrate(engine, "0002")
     with engine.begin() as c:
         assert "cell" not in {col["name"] for col in inspect(c).get_columns("runs")}
-        _rows_at_0002(c)
+        rows_at_0002(c)
     s = open_store(url)
     with s.session() as ss:
         runs = ss.execute(select(Run.run_id, Run.outcome, Run.cell, Run.indirect_jump, Run.return_path)
