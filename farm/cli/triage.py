@@ -88,7 +88,12 @@ def _ingest(args) -> int:
 def _cell_filter(args) -> str | None:
     """--cell as the stored value ("" for '-', unknown), None when not given."""
     from farm.report.cell_axis import stored_cell
-    return None if args.cell is None else stored_cell(args.cell)
+    if args.cell is None:
+        return None
+    if args.signature or args.view not in ("matrix", "regressions"):
+        # said, rather than ignored: a filter that does nothing would mislead
+        raise BadInput("--cell: only the matrix and the regressions are per cell")
+    return stored_cell(args.cell)
 
 
 def _triage(args) -> int:
