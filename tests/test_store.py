@@ -17,7 +17,6 @@ from support import REPO, farm_cmd
 from support.old_schema import rows_at_0002
 from support.results_lab import (JOB, NEW, OLD, base, cell_history, errored, history, host_facts, in_cell,
                                  kernel_finding, lost, variant)
-from farm.result import SCHEMA
 from farm.report.health import health
 from farm.report.matrix import matrix
 from farm.report.regressions import regressions
@@ -366,8 +365,11 @@ def test_an_upgrade_from_before_cells_keeps_every_run_with_an_unknown_cell(tmp_p
     ("not a mapping", ("", "", "")),
     ({"name": 7, "indirect_jump": None}, ("", "", "")),
     ({"name": "x" * 40, "indirect_jump": "lfence"}, ("x" * 32, "lfence", "")),
+    # a guest lost mid-job: its paths were never read (farm/cellproof.py)
+    ({"name": "lfence", "indirect_jump": "unknown: the guest was lost before its JIT listing was read",
+      "return": "mixed: ret, return-thunk"}, ("lfence", "unknown", "mixed: ret, return-thunk")),
 ])
-def test_a_malformed_cell_is_stored_as_unknown_or_cut_to_the_column(tmp_path, cell, stored):
+def test_a_malformed_or_long_cell_is_stored_as_unknown_or_cut_to_the_column(tmp_path, cell, stored):
     s = open_store(f"sqlite:///{tmp_path}/farm.db")
     r = variant(base("pass"), "zen2-a", NEW, datetime(2026, 9, 1), 1)
     r["host"]["cell"] = cell
@@ -492,8 +494,6 @@ def test_bad_triage_input_is_one_line_and_exit_2(tmp_path, args, says):
 
 def test_a_file_that_is_not_a_result_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"schema": SCHEMA + 1}))  # a schema from the future
+    bad.write_text(json.dumps({"schema": 2}))
     out = farm(tmp_path, "ingest", str(bad))
-    schemas = ", ".join(str(n) for n in range(1, SCHEMA + 1))
-    assert out.returncode == 2 and out.stderr == f"farm: {bad}: item 0 is not a farm result (schema {schemas})\n", \
-        out.stderr
+    assert out.returncode == 2 and out.stderr == f"farm: {bad}: item 0 is not a schema-1 farm result\n", out.stderr

@@ -8,12 +8,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from farm.errors import EXIT_FINDINGS, EXIT_PASS, BadInput
-from farm.result import SCHEMA
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-# every result schema so far: ingest reads them all (a newer one only adds fields, host.cell say)
-SCHEMAS = tuple(range(1, SCHEMA + 1))
 STATUS_STYLE = {"pass": "green", "fail": "red", "flaky": "yellow", "lost": "magenta", "error": "blue"}
 
 
@@ -69,9 +66,9 @@ def _read_results(path: Path) -> list[dict]:
         raise BadInput(f"{path}: not JSON ({e})") from None
     items = data if isinstance(data, list) else [data]
     for i, r in enumerate(items):
-        if not isinstance(r, dict) or r.get("schema") not in SCHEMAS or not isinstance(r.get("run_id"), str) \
+        if not isinstance(r, dict) or r.get("schema") != 1 or not isinstance(r.get("run_id"), str) \
                 or not isinstance(r.get("host"), dict):
-            raise BadInput(f"{path}: item {i} is not a farm result (schema {', '.join(map(str, SCHEMAS))})")
+            raise BadInput(f"{path}: item {i} is not a schema-1 farm result")
     return items
 
 

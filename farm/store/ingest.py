@@ -82,7 +82,11 @@ def cell_columns(host: dict) -> dict[str, str]:
 
     def text(key: str) -> str:
         v = cell.get(key)
-        return v[:CELL_LEN] if isinstance(v, str) else ""
+        if not isinstance(v, str):
+            return ""
+        # a path longer than the column ("unknown: the guest was lost ...", a long
+        # "mixed: a, b, c") keeps its kind; the whole text stays in the stored result
+        return v if len(v) <= CELL_LEN else v.split(":")[0][:CELL_LEN]
     return {"cell": text("name"), "indirect_jump": text("indirect_jump"), "return_path": text("return")}
 
 
