@@ -77,3 +77,72 @@ def boot_args(cell: str | None, append: str | None) -> tuple[Cell | None, str]:
     c = get_cell(cell) if cell else None
     extra = check_append(append or "")
     return c, " ".join(filter(None, [c.append if c else "", extra]))
+
+
+# -- the cell a run is in, and whether the run proved it --------------------------------
+
+# boot arguments that choose (or drop) CPU mitigations: a cmdline carrying
+# none of them runs the kernel's default cell
+MITIGATION_ARGS = frozenset({
+    "mitigations", "spectre_v2", "spectre_v2_user", "nospectre_v2", "nospectre_v1", "spectre_bhi",
+    "retbleed", "spec_rstack_overflow", "indirect_target_selection", "spec_store_bypass_disable",
+    "nospec_store_bypass_disable", "ssbd", "pti", "nopti", "mds", "tsx_async_abort", "mmio_stale_data",
+    "reg_file_data_sampling", "gather_data_sampling", "srbds", "l1tf", "tsa", "vmscape", "ibrs", "noibrs",
+    "retpoline", "noretpoline", "kpti",
+})
+# what well-known boot arguments make the JIT emit (emit_indirect_jump(),
+# emit_return()), for `--append` without a cell; a later argument's
+# expectation replaces an earlier one's, as the kernel's own parsing does
+ARG_EXPECT: dict[str, dict[str, str]] = {
+    "spectre_v2=retpoline,lfence": {"indirect_jump": "lfence"},
+    "spectre_v2=retpoline,amd": {"indirect_jump": "lfence"},  # the old name of retpoline,lfence
+    "spectre_v2=retpoline,generic": {"indirect_jump": "retpoline"},
+    "spectre_v2=retpoline": {"indirect_jump": "retpoline"},
+    "spectre_v2=eibrs": {"indirect_jump": "plain"},
+    "spectre_v2=off": {"indirect_jump": "plain"},
+    "nospectre_v2": {"indirect_jump": "plain"},
+    "retbleed=stuff": {"indirect_jump": "call-depth", "return": "call-depth"},
+    "mitigations=off": {"indirect_jump": "plain", "return": "ret"},
+}
+JUMP_WORDS = {"indirect_jump": "indirect tail calls went through", "return": "returns through"}
+
+
+def expect_from_args(args: str) -> dict[str, str]:
+    expect: dict[str, str] = {}
+    for a in args.split():
+        expect.update(ARG_EXPECT.get(a, {}))
+    return expect
+
+
+def cell_from_cmdline(cmdline: str, cells: dict[str, Cell]) -> str:
+    """The cell a kernel booted with this cmdline is in: the cell whose boot
+    arguments all appear (most arguments wins), else "default" if no
+    argument picks a mitigation, else "custom"."""
+    args = set(cmdline.split())
+    matches = [c for c in cells.values() if c.append and set(c.append.split()) <= args]
+    if matches:
+        return max(matches, key=lambda c: len(c.append.split())).name
+    if any(a.split("=")[0] in MITIGATION_ARGS and not _kernel_default(a) for a in args):
+        return "custom"
+    return "default"
+
+
+def _kernel_default(arg: str) -> bool:
+    """mitigations=auto (with options such as nosmt or a hypervisor's
+    no_guest_host) and spectre_v2=auto pick what the kernel picks anyway."""
+    _, _, value = arg.partition("=")
+    return value.split(",")[0] == "auto"
+
+
+def cell_miss(name: str, expect: dict[str, str], seen: dict[str, str], spectre_v2: str) -> str | None:
+    """One line when the run's JIT listing does not prove its cell, else None.
+    spectre_v2 is the kernel's text; its first part names its choice."""
+    if not expect:
+        return None
+    chose = f"spectre_v2: {spectre_v2.split(';')[0].strip() or 'unknown'}"
+    if expect.get("indirect_jump") and seen.get("indirect_jump") == "none":
+        return f"cell {name} not proven: the run made no indirect tail call (add the indirect topology; {chose})"
+    wrong = [f"{JUMP_WORDS[k]} {seen.get(k, 'none')}" for k, want in expect.items() if seen.get(k) != want]
+    if not wrong:
+        return None
+    return f"cell {name} not reached: {', '.join(wrong)} (expected {', '.join(expect.values())}; {chose})"

@@ -1,18 +1,24 @@
 """Where the farm keeps its state and finds its broker.
 
-FARM_STATE_DIR (default /var/lib/farm) holds collected results and the beat
-schedule; FARM_BROKER_URL (default redis://127.0.0.1:6379/0) names Redis.
-A config file (FARM_CONFIG, default <state>/config.yaml) may set broker_url.
+FARM_STATE_DIR (default /var/lib/farm) holds collected results, the beat
+schedule and the virtual lab's kernel cache; FARM_BROKER_URL (default
+redis://127.0.0.1:6379/0) names Redis; FARM_KERNEL_CACHE_MAX (default 4G)
+caps the kernel cache. A config file (FARM_CONFIG, default
+<state>/config.yaml) may set broker_url and kernel_cache_max.
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from farm.errors import BadInput
 from farm.inputs import load_yaml, read_input
 
 DEFAULT_BROKER = "redis://127.0.0.1:6379/0"
+DEFAULT_KERNEL_CACHE_MAX = "4G"
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 # the checkout farm runs from: guests mount it, Ansible copies it to hosts
 REPO = Path(__file__).resolve().parent.parent
 PLAYBOOKS = REPO / "playbooks"
@@ -45,3 +51,19 @@ def allow_custom_programs() -> bool:
     if not isinstance(value, bool):
         raise BadInput("allow_custom_programs in the farm config is true or false")
     return value
+
+
+def parse_size(text: str, what: str) -> int:
+    """"4G", "4GiB", "500M", "1.5g", "0" or plain bytes -> bytes (units are binary)."""
+    m = _SIZE.fullmatch(str(text).strip())
+    if not m:
+        raise BadInput(f"{what}: {text!r} is not a size (use e.g. 4G, 500M, 0)")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def kernel_cache_max() -> int:
+    """The most the virtual lab's kernel cache may hold, in bytes:
+    FARM_KERNEL_CACHE_MAX, else kernel_cache_max in the config, else 4G."""
+    if os.environ.get("FARM_KERNEL_CACHE_MAX") is not None:
+        return parse_size(os.environ["FARM_KERNEL_CACHE_MAX"], "FARM_KERNEL_CACHE_MAX")
+    return parse_size(_config().get("kernel_cache_max", DEFAULT_KERNEL_CACHE_MAX), "kernel_cache_max in the farm config")

@@ -61,6 +61,9 @@ class Console:
         table.add_row("host", f"{h['hostname']} {h['vendor']} {h['hw_class']} "
                               f"(f{h['family']} m{h['model']} s{h['stepping']}, ucode {h['microcode']})")
         table.add_row("kernel", f"{h['kernel']} · spectre_v2: {h['spectre_v2']}")
+        if cell := h.get("cell"):  # schema 2: the mitigation cell and what its JIT listing proves
+            table.add_row("cell", f"{cell['name']} · jump {cell['indirect_jump']} · ret {cell['return']}"
+                                  + (" · not reached" if result.cell_miss else ""))
         s = result.stats
         table.add_row("updates", f"{s.updates:,} ({_rate(s.updates_per_s)}/s)")
         table.add_row("tail calls", f"{s.tail_calls_verified:,} verified ({_rate(s.tail_calls_per_s)}/s), "

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from farm import facts as facts_mod
-from farm.bpf import jit
+from farm import cellproof, facts as facts_mod
+from farm.bpf import jit, mitigation
 from farm.bpf.corpus import TOPOLOGIES
 from farm.bpf.loader import LoadedTopology, ensure_bpffs, load_topology, remove_pins
 from farm.bpf.toolchain import LoadError, require_tool
@@ -37,6 +37,7 @@ class RunOptions:
     run_id: str | None = None        # default: a new one
     on_progress: object = None       # called with engine.Progress
     on_stage: object = None          # called with a short text per stage
+    cell: cellproof.CellRequest = cellproof.CellRequest()  # the mitigation cell to prove, if any
 
 
 def new_run_id(job: str) -> str:
@@ -65,6 +66,7 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     t_start = time.monotonic()
     follower = None
     end_marker = f"farm: run {run_id} end"
+    listings: list[str] = []  # the JIT listings that prove the run's cell
     try:
         require_tool("clang")
         require_tool("bpftool")
@@ -77,7 +79,7 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
             write_marker(f"farm: run {run_id} start")
         taint_before = read_taint()
         stage("loading the corpus through bpftool")
-        outcome = _load_and_stress(spec, run_id, duration, result, opts, stage, arts)
+        outcome = _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings)
         if outcome:
             _add_outcome(result, spec, outcome)
         if "taint" in spec.checks and (f := taint_finding(taint_before, read_taint())):
@@ -107,12 +109,13 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
                 add_error(result, f"kernel log: {kmsg_error}")
             result.findings.extend(classify(records))
             arts.write("kmsg", "kmsg.txt", "".join(f"[{r.ts_us / 1e6:12.6f}] {r.text}\n" for r in records))
+    _record_cell(result, opts.cell, host.vulnerabilities, listings)
     result.duration_s = round(time.monotonic() - t_start, 3)
     arts.finish()
     return result
 
 
-def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> StressOutcome | None:
+def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings) -> StressOutcome | None:
     pin_root = run_pin_dir(run_id)
     guard = PinGuard(pin_root)  # before any BPF fd exists: it must hold none
     loaded: list[LoadedTopology] = []
@@ -134,7 +137,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts) -> Stres
         stage(f"stressing {len(loaded)} topologies for {duration:g}s")
         outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
         stage("collecting JIT images")
-        _describe_programs(loaded, result, arts)
+        _describe_programs(loaded, result, arts, listings)
         return outcome
     finally:
         for lt in loaded:
@@ -162,19 +165,47 @@ def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
         result.error = f"interrupted after {o.duration_s:.1f}s"
 
 
-def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts) -> None:
+def _record_cell(result: Result, request: cellproof.CellRequest, vulnerabilities: dict, listings: list[str]) -> None:
+    """host.cell, and the cell miss that keeps a run from passing."""
+    try:
+        result.host["cell"] = cellproof.cell_record(request, vulnerabilities, mitigation.classify(listings))
+        result.cell_miss = cellproof.proof_gap(request, result.host["cell"])
+    except FarmError as e:  # jobs/cells.yaml broken under a running farm
+        add_error(result, f"cell: {e}")
+    except Exception as e:  # our bug: the run's result must survive it
+        add_error(result, f"farm bug: cell: {type(e).__name__}: {e}")
+
+
+def _proof_programs(loaded: list[LoadedTopology]) -> set[tuple[str, str]]:
+    """The programs whose listings prove the cell: every program of a
+    topology with indirect tail calls (which of them jump is only known from
+    the listing), or else one program for the return path."""
+    picked = {(lt.pin_dir.name, name) for lt in loaded if lt.topology.call == "indirect" for name in lt.prog_fds}
+    if not picked and loaded and loaded[0].prog_fds:
+        picked = {(loaded[0].pin_dir.name, min(loaded[0].prog_fds))}
+    return picked
+
+
+def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts, listings: list[str]) -> None:
     """ProgramInfo of every program, and its JIT image, disassembly and
-    xlated dump as artifacts. Read after the stress: the image then shows
-    the slots' final poke state."""
-    kallsyms = jit.Kallsyms() if arts.root else None
+    xlated dump as artifacts; the listings the cell's proof reads go into
+    `listings` (all of them with artifacts, else only _proof_programs(),
+    disassembled in a temp dir: objdump is slow under TCG). Read after the
+    stress: the image then shows the slots' final poke state."""
+    proof = _proof_programs(loaded)
+    kallsyms = jit.Kallsyms()
     for lt in loaded:
         for name, fd in sorted(lt.prog_fds.items()):
             img = jit.read_jit(fd)
             full = f"{lt.pin_dir.name}/{name}"
             result.programs.append(ProgramInfo(full, img.prog_id, img.tag, len(img.image), img.sha256))
+            if not arts.root and (lt.pin_dir.name, name) not in proof:
+                continue
+            listing = jit.disassemble(img, kallsyms)
+            listings.append(listing)
             if not arts.root:
                 continue
             d = f"jit/{lt.pin_dir.name}"
             arts.write(f"{full}.bin", f"{d}/{name}.bin", img.image)
-            arts.write(f"{full}.S", f"{d}/{name}.S", jit.disassemble(img, kallsyms))
+            arts.write(f"{full}.S", f"{d}/{name}.S", listing)
             arts.write(f"{full}.xlated.txt", f"{d}/{name}.xlated.txt", jit.dump_xlated(img.prog_id))

@@ -1,5 +1,6 @@
-"""Result and Finding records, serialised as the schema-1 JSON that
-docs/architecture.md describes."""
+"""Result and Finding records, serialised as the schema-2 JSON that
+docs/architecture.md describes (schema 1: the same without host.cell and
+cell_miss, still read)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA = 1
+SCHEMA = 2
+READABLE_SCHEMAS = (1, 2)  # what from_dict, `farm ingest` and the store read
 
 # how much of a log (the verifier's, bpftool's, a guest console's) a finding's detail keeps
 LOG_TAIL_CHARS = 8000
@@ -113,14 +115,21 @@ class Result:
     artifacts: dict[str, str] = field(default_factory=dict)
     error: str | None = None  # why verdict is "error"; absent otherwise
     unverified: str | None = None  # coverage_gap() of a run that did not pass; absent otherwise
+    # why the run does not prove the mitigation cell it was asked to reach
+    # (farm.cellproof.proof_gap); absent otherwise
+    cell_miss: str | None = None
 
     def settle_verdict(self) -> str:
         """error beats fail beats pass, and a pass needs evidence: a run with
         findings is a fail even if its coverage was short (every finding is
         evidence against the kernel); a run without findings whose coverage
         was short is an error, its error saying what was not verified.
+        A missed cell counts the same way: the run did not test what it was
+        asked to, so without findings it is an error (exit 3), never a pass;
+        but a crash in the wrong cell is still a crash, so findings keep the
+        fail (exit 1) and the miss rides in `unverified`.
         Settling again gives the same verdict and text."""
-        gap = coverage_gap(self.stats)
+        gap = "; ".join(filter(None, [self.cell_miss, coverage_gap(self.stats)])) or None
         if gap and not self.error and not self.findings:
             self.error = gap  # nothing broke, but nothing proves a pass either
         self.unverified = gap
@@ -132,7 +141,7 @@ class Result:
 
     def to_dict(self) -> dict:
         d = {"schema": SCHEMA, **asdict(self)}
-        for optional in ("error", "unverified"):
+        for optional in ("error", "unverified", "cell_miss"):
             if d[optional] is None:
                 del d[optional]
         return d
@@ -142,11 +151,11 @@ class Result:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Result":
-        """Read a schema-1 result, older ones too (fields added since take
-        their defaults); what rides along (a worker's attachments and
-        submission) is left out."""
-        if d.get("schema") != SCHEMA:
-            raise ValueError("not a schema-1 farm result")
+        """Read a schema-2 or schema-1 result, older ones too (fields added
+        since take their defaults; a schema-1 host has no cell); what rides
+        along (a worker's attachments and submission) is left out."""
+        if d.get("schema") not in READABLE_SCHEMAS:
+            raise ValueError(f"not a farm result of schema {' or '.join(map(str, READABLE_SCHEMAS))}")
         d = {k: v for k, v in d.items() if k in _field_names(cls)}
         d["programs"] = [ProgramInfo(**p) for p in d.get("programs", [])]
         d["stats"] = Stats.from_dict(d.get("stats", {}))

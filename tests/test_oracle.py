@@ -124,3 +124,18 @@ def test_writers_cycle_every_target_through_install_replace_and_delete():
     assert {k for _, k in cycle if k != EMPTY} == {0, 1, 2}
     assert [op for op, _ in op_cycle(("replace",))] == ["replace"] * 3
     assert slot_universe(1) == {3, 4, 5, EMPTY}
+
+
+def test_a_writer_keeps_each_delete_with_the_install_after_it():
+    """A slot is empty only for its own delete: the sweep over slots never
+    deletes them all before installing any (see delete_segments)."""
+    from farm.stress.engine import delete_segments
+    for ops in (("install", "replace", "delete"), ("install", "delete"), {"replace": 8, "delete": 1}, ("replace",)):
+        cycle = op_cycle(ops)
+        segments = delete_segments(cycle)
+        assert sorted(i for seg in segments for i in seg) == list(range(len(cycle)))
+        for seg in segments:
+            ops_in = [cycle[i][0] for i in seg]
+            # deletes lead, one non-delete (the install that refills) closes
+            assert ops_in[-1] != "delete" and all(op == "delete" for op in ops_in[:-1]), ops_in
+        assert any(cycle[seg[0]][0] == "delete" for seg in segments) == ("delete" in str(ops))

@@ -118,14 +118,14 @@ def _kernels(args) -> int:
     import json
 
     from farm.guests.kernels import available_kernels
-    from farm.guests.qemu import kernel_cached
-    kernels = available_kernels(kernel_cached)
+    from farm.guests.kcache import cached_size, human
+    kernels = available_kernels(cached_size)
     if args.json:
         print(json.dumps([k.to_dict() for k in kernels], indent=2))
         return EXIT_PASS
     say(f"{'package (--kernel deb:PACKAGE)':48} {'upstream':10} {'version':22} cached")
     for k in kernels:
-        say(f"{k.package:48} {k.upstream:10} {k.version:22} {'yes' if k.cached else '-'}")
+        say(f"{k.package:48} {k.upstream:10} {k.version:22} {human(k.cached_bytes) if k.cached else '-'}")
     return EXIT_PASS
 
 

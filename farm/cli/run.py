@@ -17,6 +17,11 @@ def add_commands(sub) -> None:
     run.add_argument("--json", type=Path, metavar="PATH", help="write the result JSON here")
     run.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="artifacts dir (default: artifacts/<run_id>)")
+    run.add_argument("--cell", metavar="NAME",
+                     help="a mitigation cell of jobs/cells.yaml this run must prove it reached (else exit 3)")
+    run.add_argument("--booted-with", metavar="ARGS", default="",
+                     help="the boot arguments this host was booted with to reach a cell (farm lab run "
+                          "--append passes them); what well-known ones imply must show, else exit 3")
     run.set_defaults(handler=_run)
     sub.add_parser("facts", help="print this host's facts as JSON").set_defaults(handler=_facts)
 
@@ -42,12 +47,14 @@ def _facts(args) -> int:
 def _run(args) -> int:
     from farm import host_run
     from farm.console import Console
+    from farm.cellproof import CellRequest
     from farm.spec import load_spec
 
     overrides = duration_override(args.duration)
     if args.cpus is not None:
         overrides["cpus"] = args.cpus
     spec = load_spec(args.job, overrides)
+    cell = CellRequest(args.cell, args.booted_with).check()
     if args.json and args.json.exists() and args.json.is_dir():
         raise BadInput(f"--json: {args.json} is a directory")
     if os.geteuid() != 0:
@@ -57,7 +64,7 @@ def _run(args) -> int:
     art = args.artifacts or Path("artifacts") / run_id
     console.start(spec)
     result = host_run.run_job(spec, host_run.RunOptions(
-        artifacts=art, run_id=run_id, on_progress=console.progress, on_stage=console.stage))
+        artifacts=art, run_id=run_id, on_progress=console.progress, on_stage=console.stage, cell=cell))
     console.finish(result, art)
     if args.json:
         try:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from farm.errors import EXIT_FINDINGS, EXIT_PASS, BadInput
+from farm.result import READABLE_SCHEMAS
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -40,8 +41,9 @@ def add_commands(sub) -> None:
     rp.add_argument("--submission", help="JUnit: only this submission's runs")
     rp.add_argument("--job", help="JUnit: only this job's runs")
     rp.set_defaults(handler=_report)
-    gc = sub.add_parser("gc", help="drop old artifacts, keep signatures and counts")
-    gc.add_argument("--older-than", default="90d", metavar="AGE", help="e.g. 90d, 12w (default 90d)")
+    gc = sub.add_parser("gc", help="drop old artifacts (signatures and counts kept) and trim the lab's kernel cache")
+    gc.add_argument("--older-than", default="90d", metavar="AGE",
+                    help="e.g. 90d, 12w (default 90d): older runs' artifacts, kernels unused for longer")
     gc.set_defaults(handler=_gc)
 
 
@@ -66,9 +68,10 @@ def _read_results(path: Path) -> list[dict]:
         raise BadInput(f"{path}: not JSON ({e})") from None
     items = data if isinstance(data, list) else [data]
     for i, r in enumerate(items):
-        if not isinstance(r, dict) or r.get("schema") != 1 or not isinstance(r.get("run_id"), str) \
-                or not isinstance(r.get("host"), dict):
-            raise BadInput(f"{path}: item {i} is not a schema-1 farm result")
+        if not isinstance(r, dict) or r.get("schema") not in READABLE_SCHEMAS \
+                or not isinstance(r.get("run_id"), str) or not isinstance(r.get("host"), dict):
+            raise BadInput(f"{path}: item {i} is not a farm result of schema "
+                           f"{' or '.join(map(str, READABLE_SCHEMAS))}")
     return items
 
 
@@ -255,8 +258,22 @@ def _report(args) -> int:
 
 
 def _gc(args) -> int:
+    from farm.config import kernel_cache_max
     age = parse_age(args.older_than)
+    cap = kernel_cache_max()  # a bad cap is refused before anything is removed
     done = _store().gc(age)
     print(f"farm gc: runs started before {done['cutoff']}: {done['artifacts_removed']} artifacts removed, "
           f"{done['results_trimmed']} raw results trimmed; signatures and counts kept")
+    _gc_kernels(cap, age.total_seconds())
     return EXIT_PASS
+
+
+def _gc_kernels(cap: int, unused_for_s: float) -> None:
+    from farm.guests import kcache
+    removed, kept = kcache.gc(cap, unused_for_s)
+    print(f"farm gc: kernel cache {kcache.kernels_dir()} (cap {kcache.human(cap)}): "
+          f"removed {len(removed)} ({kcache.human(sum(d.bytes for d in removed))}), "
+          f"kept {len(kept)} ({kcache.human(sum(d.bytes for d in kept))})")
+    for verb, decisions in (("removed", removed), ("kept", kept)):
+        for d in decisions:
+            print(f"  {verb:7} {d.name:48} {kcache.human(d.bytes):>10}  {d.why}")

@@ -243,3 +243,29 @@ def write_marker(text: str, level: int = 5, path: str = KMSG_PATH) -> None:
         raise InfraError(f"cannot write a marker to {path}: {e.strerror}") from e
     finally:
         os.close(fd)
+
+
+def read_whole_log(path: str = KMSG_PATH) -> list[KmsgRecord]:
+    """Every record the ring buffer still holds, boot messages included
+    (what the kernel said when it chose its mitigations); [] when the log
+    cannot be read: callers use it only to explain, never to judge."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return []
+    records = []
+    try:
+        while True:
+            try:
+                raw = os.read(fd, READ_SIZE)
+            except (BrokenPipeError, InterruptedError):  # EPIPE: overwritten; go on at the oldest held
+                continue
+            except OSError:  # EAGAIN: nothing more
+                break
+            if not raw:  # not the kernel log (a regular file or /dev/null in its place)
+                break
+            if (rec := parse_record(raw)) is not None:
+                records.append(rec)
+    finally:
+        os.close(fd)
+    return records

@@ -1,6 +1,6 @@
 """The amd64 kernel images Debian's archive offers (what `--kernel
 deb:PACKAGE` can boot), with the upstream version each carries and whether
-the lab has it unpacked already. `farm lab kernels` prints them."""
+the lab has it unpacked already (and in how many bytes). `farm lab kernels` prints them."""
 from __future__ import annotations
 
 import re
@@ -23,6 +23,7 @@ class KernelPackage:
     version: str    # the package's: 6.1.192-1
     upstream: str   # the kernel.org release it carries: 6.1.192
     cached: bool
+    cached_bytes: int | None  # what it takes in the lab's kernel cache
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,9 +52,9 @@ def _apt(*args: str) -> str:
         raise InfraError(f"apt-cache {args[0]} failed: {e}") from None
 
 
-def available_kernels(is_cached) -> list[KernelPackage]:
+def available_kernels(cached_size) -> list[KernelPackage]:
     """Every amd64 kernel image package with a candidate version, oldest
-    first; is_cached(package) says whether the lab has it unpacked."""
+    first; cached_size(package) is its bytes in the lab's cache, None when not there."""
     names = [n for n in _apt("pkgnames", "linux-image-").split() if IMAGE_PACKAGE.fullmatch(n)]
     if not names:
         raise InfraError("apt-cache knows no linux-image packages: run apt-get update")
@@ -63,8 +64,9 @@ def available_kernels(is_cached) -> list[KernelPackage]:
         m = IMAGE_PACKAGE.fullmatch(name)
         if not m:
             continue
+        size = cached_size(name)
         found.append(KernelPackage(name, m["abi"], m["flavour"], not m["unsigned"], version,
-                                   upstream_of(version), bool(is_cached(name))))
+                                   upstream_of(version), size is not None, size))
     return sorted(found, key=lambda k: (_release_key(k.upstream), k.abi, k.flavour, k.signed))
 
 

@@ -97,6 +97,19 @@ class ModuleTree:
                 raise InfraError(f"cannot read the dependencies of {self.files[name]}: {e}") from None
         return self._deps[name]
 
+    def closure(self, wanted) -> set[str]:
+        """The module files of `wanted` and all they depend on, missing ones
+        skipped: what a kernel package keeps once the lab has unpacked it, so
+        that load_order() and transport() answer as on the whole package."""
+        found: set[str] = set()
+        todo = [n for n in wanted if n in self.files]
+        while todo:
+            name = todo.pop()
+            if name not in found:
+                found.add(name)
+                todo += [d for d in self.depends(name) if d in self.files]
+        return found
+
     def load_order(self, wanted: tuple[str, ...]) -> list[str]:
         """The modules to insmod, every one after those it depends on;
         built-in ones left out. InfraError names a module this kernel lacks."""

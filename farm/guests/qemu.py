@@ -18,12 +18,15 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from farm.config import state_dir
 from farm.detect.kmsg import KmsgRecord
 from farm.errors import BadInput, InfraError
+from farm.guests.debs import Kernel, kernel_from_deb
+from farm.guests.kcache import cached_size
 from farm.guests.modules import GUEST_MODULES, ModuleTree, read_module
 from farm.guests.shares import Shares, guest_mounts, transport
 
@@ -76,13 +79,6 @@ def init_script(share_kind: str) -> str:
     return INIT.replace("@MOUNT_ROOT@", mount_root).replace("@MOUNT_XCHG@", mount_xchg)
 
 
-@dataclass
-class Kernel:
-    image: Path
-    modules: Path  # the lib/modules/<release> dir
-    release: str
-
-
 def _cache() -> Path:
     d = state_dir() / "vlab"
     d.mkdir(parents=True, exist_ok=True)
@@ -90,10 +86,11 @@ def _cache() -> Path:
 
 
 def resolve_kernel(spec: str = DEFAULT_KERNEL, modules: str | None = None) -> Kernel:
-    """deb:PACKAGE (fetched with apt-get download, unpacked once, cached) or
-    a bzImage path with its modules dir."""
+    """deb:PACKAGE (fetched with apt-get download, unpacked once into the
+    kernel cache, marked in use by this process) or a bzImage path with its
+    modules dir."""
     if spec.startswith("deb:"):
-        return _kernel_from_deb(spec[4:])
+        return kernel_from_deb(spec[4:])
     image = Path(spec)
     if not image.is_file():
         raise BadInput(f"--kernel: {spec} is neither deb:PACKAGE nor a kernel image")
@@ -104,37 +101,7 @@ def resolve_kernel(spec: str = DEFAULT_KERNEL, modules: str | None = None) -> Ke
 
 def kernel_cached(package: str) -> bool:
     """Whether the image package is downloaded and unpacked in the lab's cache."""
-    return (_cache() / "kernels" / package / "ok").exists()
-
-
-def _kernel_from_deb(package: str) -> Kernel:
-    if not re.fullmatch(r"[a-z0-9][a-z0-9.+-]*", package):
-        raise BadInput(f"--kernel: bad package name {package!r}")
-    # a metapackage (linux-image-amd64) points at the real image package
-    deps = subprocess.run(["apt-cache", "depends", package], capture_output=True, text=True)
-    real = next((ln.split(":", 1)[1].strip() for ln in deps.stdout.splitlines()
-                 if ln.strip().startswith("Depends:") and "linux-image-" in ln), package)
-    root = _cache() / "kernels" / real
-    if not kernel_cached(real):
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        p = subprocess.run(["apt-get", "download", "-q", real], cwd=root, capture_output=True, text=True)
-        debs = list(root.glob("*.deb"))
-        if p.returncode != 0 or not debs:
-            raise InfraError(f"apt-get download {real} failed: {p.stderr.strip()[-300:]}")
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root / "x")], check=True)
-        debs[0].unlink()
-        (root / "ok").touch()
-    images = sorted((root / "x" / "boot").glob("vmlinuz-*"))
-    if not images:
-        raise InfraError(f"{real} holds no vmlinuz")
-    release = images[0].name[len("vmlinuz-"):]
-    # older packages ship /lib/modules, merged-/usr ones /usr/lib/modules
-    modules = next((d for d in (root / "x" / "lib" / "modules" / release, root / "x" / "usr" / "lib" / "modules" /
-                                release) if d.is_dir()), None)
-    if modules is None:
-        raise InfraError(f"{real} holds no lib/modules/{release}")
-    return Kernel(images[0], modules, release)
+    return cached_size(package) is not None
 
 
 def _cpio_newc(entries: list[tuple[str, int, bytes]]) -> bytes:
@@ -157,8 +124,10 @@ def share_kind(kernel: Kernel) -> str:
 
 def initramfs(kernel: Kernel, setup_fault: str | None = None) -> Path:
     """busybox, the modules the guest needs (virtio, 9p or virtiofs,
-    overlay and what they depend on, in dependency order) and our init;
-    built once per kernel release, init script and module list."""
+    overlay and what they depend on, in dependency order) and our init.
+    Built once per content (see _initramfs_key) and shared by every run and
+    guest: with the kernel's cache entry (evicted with it), else in
+    <state>/vlab/initramfs/."""
     busybox = Path("/bin/busybox")
     if not busybox.exists():
         raise InfraError("busybox not found (apt-get install busybox-static)")
@@ -168,9 +137,8 @@ def initramfs(kernel: Kernel, setup_fault: str | None = None) -> Path:
     if setup_fault == "module-order":
         order.reverse()  # each module before what it needs: insmod fails on an unknown symbol
     init = init_script(kind)
-    # a stable digest: Python's str hash changes from process to process
-    key = f"{kernel.release}-{hashlib.sha256((init + ' '.join(order)).encode()).hexdigest()[:12]}"
-    out = _cache() / f"initramfs-{key}.cpio.gz"
+    where = kernel.cache_entry or _cache() / "initramfs"
+    out = where / f"initramfs-{kernel.release}-{_initramfs_key(kernel, init, order, tree, busybox)}.cpio.gz"
     if out.exists():
         return out
     entries = [(d, 0o40755, b"") for d in ("bin", "modules", "proc", "sys", "dev", "host", "rw", "root")]
@@ -178,10 +146,29 @@ def initramfs(kernel: Kernel, setup_fault: str | None = None) -> Path:
     entries.append(("init", 0o100755, init.encode()))
     entries += [(f"modules/{m}.ko", 0o100644, read_module(tree.files[m])) for m in order]
     entries.append(("modules.order", 0o100644, ("\n".join(order) + "\n").encode()))
-    tmp = out.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_bytes(gzip.compress(_cpio_newc(entries), 6))
-    tmp.replace(out)
+    where.mkdir(parents=True, exist_ok=True)
+    # a temp file of our own, renamed into place: guests building it at once each write a whole one
+    fd, tmp = tempfile.mkstemp(dir=where, prefix=".initramfs-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(gzip.compress(_cpio_newc(entries), 6))
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would keep it from QEMU run by another user
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return out
+
+
+def _initramfs_key(kernel: Kernel, init: str, order: list[str], tree: ModuleTree, busybox: Path) -> str:
+    """A stable digest (Python's str hash changes from process to process) of
+    everything in the image: the init script (share kind), the module order
+    (set-up faults reverse it), each module's bytes and busybox's."""
+    h = hashlib.sha256(f"{kernel.release}\0{init}\0{' '.join(order)}\0".encode())
+    for m in order:
+        h.update(hashlib.sha256(tree.files[m].read_bytes()).digest())
+    h.update(hashlib.sha256(busybox.read_bytes()).digest())
+    return h.hexdigest()[:16]
 
 
 @dataclass

@@ -3,13 +3,15 @@ artifacts come out, the guest goes away, the job's exit code is ours."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
 from farm.bpf.toolchain import cache_root
-from farm.cells import boot_args
+from farm.cellproof import CellRequest, unread_cell_record
+from farm.cells import boot_args, check_append
 from farm.config import REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
@@ -53,6 +55,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             modules: str | None = None, cell: str | None = None, append: str | None = None) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
     the_cell, boot_append = boot_args(cell, append)
+    extra = check_append(append or "")  # --append's own arguments, beyond the cell's
     kernel = resolve_kernel(kernel_spec, modules)
     run_id = new_run_id(spec.name)
     xchg = state_dir() / "vlab" / "runs" / run_id
@@ -62,6 +65,8 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         shutil.copy(job, xchg / "job.yaml")
         args = ["run", str(xchg / "job.yaml"), "--json", str(xchg / "result.json"),
                 "--artifacts", str(xchg / "artifacts")] + (["--duration", duration] if duration else [])
+        # the guest's run proves the cell it was booted for (or what --append implies), else exit 3
+        args += (["--cell", the_cell.name] if the_cell else []) + (["--booted-with", extra] if extra else [])
         fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
         script = (fault_script + f"cd {shlex.quote(str(REPO))}\n"
                   f"export FARM_STATE_DIR={xchg}/state FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n"
@@ -92,6 +97,10 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         result = Result(run_id=run_id, job=spec.name, started=now_iso(),
                         host={"hostname": f"vm-{cpu_model.lower()}", "cpu_model": cpu_model,
                               "kernel": kernel.release})
+        booted = re.search(r"^.*Kernel command line: (.*)$", run.console, re.M)
+        result.host["cell"] = unread_cell_record(
+            CellRequest(cell, extra), booted.group(1).strip() if booted else boot_append,
+            "the guest was lost before its JIT listing was read")
         result.findings = classify(console_records(run.console))
         if run.timed_out:
             result.findings.append(Finding("hang", "hang: guest", f"{cpu_model} guest still running "

@@ -12,6 +12,7 @@ import mmap
 import multiprocessing as mp
 import os
 import queue
+import random
 import signal
 import time
 from dataclasses import dataclass, field
@@ -128,6 +129,23 @@ class _Shared:
         return sum(self.q[self.base(c) + word] for c in range(children))
 
 
+def delete_segments(cycle: list[tuple[str, int]]) -> list[list[int]]:
+    """The cycle's step indices cut into segments, each ending with its first
+    non-delete op: a delete stays with the install after it. Deleting a
+    direct slot waits out an RCU grace period, which ends only when the
+    runner's current window does; a round-robin sweep of every slot's delete
+    before any install would keep the first slots empty for most of a cycle,
+    in step with the runner's windows, and starve their topologies of
+    verified tail calls. Kept together, a slot is empty for its own delete only."""
+    segments, cur = [], []
+    for i, (op, _) in enumerate(cycle):
+        cur.append(i)
+        if op != "delete":
+            segments.append(cur)
+            cur = []
+    return segments + ([cur] if cur else [])
+
+
 class SlotWriter:
     """Drives its slots through their op cycle, logging every update. The
     loop itself is C (churn_loop.c): one bpf() per update and nothing else."""
@@ -152,8 +170,9 @@ class SlotWriter:
                 steps.append(FarmStep(log.head_addr, log.base_addr, log.cap, value,
                                       ctypes.addressof(attr), cmd, ctypes.sizeof(attr)))
             per_slot.append(steps)
-        # Round-robin over slots, so one map's slots change in turn.
-        order = [steps[i] for i in range(len(cycle)) for steps in per_slot]
+        # Round-robin over slots, so one map's slots change in turn, a delete
+        # kept with the install after it (see delete_segments).
+        order = [steps[i] for seg in delete_segments(cycle) for steps in per_slot for i in seg]
         self.steps = (FarmStep * len(order))(*order)
         self.updates = 0
 
@@ -190,12 +209,20 @@ class WindowRunner:
             tr = sc.TestRun(lt.prog_fds["entry"], repeat, f"{lt.label}/entry")
             slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
             self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), Tally()])
+        self.order = list(self.work)
+        self._rng = random.Random(cpu ^ time.monotonic_ns())
         self.records: dict[tuple, ProblemRecord] = {}
         self.runs = self.verified = self.windows = self.unjudged = self.problems = 0
 
     def round(self) -> None:
+        """One window of every topology, in a new random order each round: a
+        writer whose delete is held up until the current window ends (the
+        kernel waits for the runner's CPU) would otherwise fall into step
+        with a fixed order and empty the same topology's slot in every one of
+        its windows, leaving that topology unverified."""
         cpu = self.cpu
-        for w in self.work:
+        self._rng.shuffle(self.order)
+        for w in self.order:
             lt, ctrs, tr, slots, prev, tally = w
             t0 = time.monotonic_ns()
             tr.run()
