@@ -169,8 +169,9 @@ def test_a_retry_goes_to_a_host_in_the_candidates_cell(cell_store):
         return {"alive": True, "health": "healthy", "facts": {**facts, "cell": {"name": cell}} if cell else facts}
     hosts = {"zen4-a": host("zen4-a", "lfence"), "zen4-c": host("zen4-c", "default"),
              "zen4-d": host("zen4-d", "lfence"), "zen4-e": host("zen4-e", None)}
-    assert other_hosts(hosts, cand) == ["zen4-d"]
-    cand.cell = ""  # a candidate of unknown cell: a host that names none
+    # its cell first, then a host of unknown cell (an older worker); never zen4-c, in default
+    assert other_hosts(hosts, cand) == ["zen4-d", "zen4-e"]
+    cand.cell = ""  # a candidate of unknown cell: only a host that names none
     assert other_hosts(hosts, cand) == ["zen4-e"]
 
 

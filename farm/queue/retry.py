@@ -16,12 +16,18 @@ from farm.store.ingest import cell_columns
 
 
 def other_hosts(hosts: dict, c: Candidate) -> list[str]:
-    """The host's registered facts are its results' host object: its cell
-    is host.cell's name there ("" when it reports none, as before cells)."""
-    return sorted(name for name, h in hosts.items()
-                  if name != c.first_host and h["alive"] and h["health"] == "healthy"
-                  and h["facts"].get("hw_class") == c.hw_class and h["facts"].get("kernel") == c.kernel
-                  and cell_columns(h["facts"])["cell"] == c.cell)
+    """Live, healthy hosts of the candidate's class and kernel: those
+    registered in its cell first (a worker registers the cell it booted in,
+    farm/queue/daemons.py), then those that registered none (an older
+    worker: its cell is unknown, the retry may still land in the right one);
+    never one registered in another cell, whose result could not decide."""
+    def cell_of(name: str) -> str:
+        return cell_columns(hosts[name]["facts"])["cell"]
+    fit = [name for name, h in hosts.items()
+           if name != c.first_host and h["alive"] and h["health"] == "healthy"
+           and h["facts"].get("hw_class") == c.hw_class and h["facts"].get("kernel") == c.kernel
+           and cell_of(name) in (c.cell, "")]
+    return sorted(fit, key=lambda name: (cell_of(name) != c.cell, name))
 
 
 def _what(c: Candidate) -> str:
