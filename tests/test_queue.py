@@ -183,8 +183,12 @@ def test_the_collector_writes_the_database_that_triage_reads(lab, job_file):
     stored = wait_for(lambda: lab.stored(sub), "the collector to store it", 120)
     run_id, host = stored[0]["run_id"], stored[0]["host"]
     cells = json.loads(lab.farm("triage", "--json", "--job", "dbjob").stdout)
-    assert cells == [{"job": "dbjob", "hw_class": host["hw_class"], "kernel": host["kernel"],
-                      "vendor": "AuthenticAMD", "status": "pass", "pass": 1, "fail": 0, "lost": 0, "error": 0}]
+    cell = host["cell"]  # the cell this machine booted in, as the run proved it
+    assert cells == [{"job": "dbjob", "hw_class": host["hw_class"], "kernel": host["kernel"], "cell": cell["name"],
+                      "vendor": "AuthenticAMD", "status": "pass", "pass": 1, "fail": 0, "lost": 0, "error": 0,
+                      "indirect_jump": [cell["indirect_jump"]], "return": [cell["return"]]}]
+    registered = json.loads(lab.farm("hosts", "--json").stdout)["db-amd"]["facts"]["cell"]
+    assert registered == {"name": cell["name"]}  # what a retry of its cell picks hosts by
     listing = lab.store().artifact_text(run_id, "0-direct-main/entry.S")
     assert listing and "bpf_prog_" in listing  # shipped from the worker, diffable in reports
     assert "attachments" not in stored[0]

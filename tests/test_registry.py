@@ -69,6 +69,10 @@ def test_once_only_marks_unrecovered_runs_and_the_result_cache(redis_server):
     assert reg.claim_tick("nightly", 7, "s1") and not reg.claim_tick("nightly", 7, "s2")
     assert reg.claim_tick("nightly", 8, "s3")
     assert reg.claim_retry("j", "amd-zen4", "6.18", "s1") and not reg.claim_retry("j", "amd-zen4", "6.18", "s2")
+    # a candidate of the lfence cell is another candidate, retried once too; unknown cell ("") is the plain key
+    assert reg.claim_retry("j", "amd-zen4", "6.18", "s4", "lfence")
+    assert not reg.claim_retry("j", "amd-zen4", "6.18", "s5", "lfence")
+    assert not reg.claim_retry("j", "amd-zen4", "6.18", "s6", "")
     reg.keep_unrecovered("a1", {"run_id": "r1"})
     reg.keep_unrecovered("a1", {"run_id": "r2"})
     assert [reg.next_unrecovered("a1"), reg.next_unrecovered("a1"), reg.next_unrecovered("a1")] == [

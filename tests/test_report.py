@@ -22,7 +22,7 @@ from farm.report.junit import write_junit
 from farm.report.signatures import find_signature, where
 from farm.store import open_store
 from farm.store.ingest import signature_key
-from support.results_lab import FIXTURES, JOB, NEW, OLD, errored, history, kernel_finding, lost
+from support.results_lab import FIXTURES, JOB, NEW, OLD, cell_history, errored, history, kernel_finding, lost
 
 CHROMIUM = Path("/usr/bin/chromium")
 NASTY = '<script>alert("x")</script> & <b>bold</b>'
@@ -115,7 +115,7 @@ class Page(HTMLParser):
 
     def __init__(self, text: str):
         super().__init__()
-        self.cells: dict[tuple[str, str], tuple[str, str]] = {}
+        self.cells: dict[tuple[str, str, str], tuple[str, str]] = {}  # (class, kernel, cell) -> (class, text)
         self.links: list[str] = []
         self.pre: dict[str, str] = {}
         self.svgs: list[int] = []
@@ -132,7 +132,7 @@ class Page(HTMLParser):
         if tag == "td":
             self._td = []
         if tag == "td" and "data-kernel" in a:
-            self._cell, self._text = ((a["data-hw-class"], a["data-kernel"]), a["class"]), []
+            self._cell, self._text = ((a["data-hw-class"], a["data-kernel"], a["data-cell"]), a["class"]), []
         elif tag == "pre":
             self._pre, self._text = a.get("class", ""), []
         elif tag == "a":
@@ -175,25 +175,70 @@ def lab(tmp_path_factory):
 def test_index_matrix(lab):
     _, runs, index = lab
     page = Page(index.read_text())
-    assert set(page.cells) == {(r["host"]["hw_class"], r["host"]["kernel"]) for r in runs}
-    status = {k: cls.split()[-1] for k, (cls, _) in page.cells.items()}
+    # no result of the history names a cell: each is of unknown cell, "-"
+    assert set(page.cells) == {(r["host"]["hw_class"], r["host"]["kernel"], "-") for r in runs}
+    status = {k[:2]: cls.split()[-1] for k, (cls, _) in page.cells.items()}
     old = {k: s for k, s in status.items() if k[1] == OLD}
     assert set(old.values()) == {"s-pass"}, old
     assert status[("amd-zen4", NEW)] == "s-fail"          # the regression
     assert status[("amd-zen2", NEW)] == "s-flaky"         # failed once, passed on retry
     assert status[("intel-icelake", NEW)] == "s-lost"
     assert status[("intel-skylake-sp", NEW)] == "s-fail"  # awaiting retry
-    assert page.cells[("amd-zen2", NEW)][1] == "1 fail 1 pass"
-    assert page.cells[("amd-zen4", NEW)][1] == "2/2 fail"
-    assert page.cells[("amd-zen2", OLD)][1] == "2/2 pass"
+    assert page.cells[("amd-zen2", NEW, "-")][1] == "1 fail 1 pass"
+    assert page.cells[("amd-zen4", NEW, "-")][1] == "2/2 fail"
+    assert page.cells[("amd-zen2", OLD, "-")][1] == "2/2 pass"
     text = index.read_text()
     kernels = [text.index(f"<th>{k}</th>") for k in (OLD, NEW)]
     assert kernels == sorted(kernels)  # kernel_key order, 6.1 before 6.6
-    regressions = [r[1:5] for r in page.rows if r[0] == JOB and "→" in r[2]]
-    assert regressions == [["amd-zen2", f"{OLD} → {NEW}", "flaky", "zen2-a"],
-                           ["amd-zen4", f"{OLD} → {NEW}", "regression", "zen4-a"],
-                           ["intel-skylake-sp", f"{OLD} → {NEW}", "awaiting-retry", "skl-a"]]
+    regressions = [r[1:6] for r in page.rows if r[0] == JOB and "→" in r[3]]
+    assert regressions == [["amd-zen2", "-", f"{OLD} → {NEW}", "flaky", "zen2-a"],
+                           ["amd-zen4", "-", f"{OLD} → {NEW}", "regression", "zen4-a"],
+                           ["intel-skylake-sp", "-", f"{OLD} → {NEW}", "awaiting-retry", "skl-a"]]
     assert "http" not in text and "<script" not in text  # self-contained, no script
+
+
+@pytest.fixture(scope="module")
+def cell_lab(tmp_path_factory):
+    """The cell lab (lfence fails on the new kernel, default passes) next to
+    one run from before cells, and its report."""
+    tmp = tmp_path_factory.mktemp("cells")
+    store = open_store(f"sqlite:///{tmp}/farm.db")
+    old = [r for r in history() if r["host"]["hostname"] == "skl-a" and r["host"]["kernel"] == OLD]
+    runs = cell_history() + old
+    store.add_many([(r, None, None) for r in runs])
+    return store, runs, html.render(store, tmp / "out")
+
+
+def test_index_matrix_has_a_row_per_cell(cell_lab):
+    _, _, index = cell_lab
+    page = Page(index.read_text())
+    status = {k: cls.split()[-1] for k, (cls, _) in page.cells.items()}
+    assert status == {**{(c, k, cell): "s-fail" if (k, cell) == (NEW, "lfence") else "s-pass"
+                         for c in ("amd-zen4", "intel-icelake") for k in (OLD, NEW) for cell in ("default", "lfence")},
+                      ("intel-skylake-sp", OLD, "-"): "s-pass", ("intel-skylake-sp", NEW, "-"): "s-none"}
+    assert page.cells[("amd-zen4", NEW, "lfence")][1] == "2/2 fail"
+    text = index.read_text()
+    assert 'data-cell="lfence" title="0 pass, 2 fail, 0 lost, 0 error; indirect jump lfence, return srso"' in text
+    assert "<th class=cell-name>-</th>" in text and "<th class=cell-name>default</th>" in text
+    regressions = [r[1:5] for r in page.rows if r[0] == JOB and "→" in r[3]]
+    assert regressions == [["amd-zen4", "lfence", f"{OLD} → {NEW}", "regression"],
+                           ["intel-icelake", "lfence", f"{OLD} → {NEW}", "regression"]]
+    sig = find_signature(cell_lab[0], "prog_array_map_poke_run")
+    assert "<span class=split>fails only with lfence (4/4 runs; 0/4 with default), on both vendors: " \
+        in (index.parent / f"sig-{sig.id}.html").read_text()
+
+
+def test_junit_names_the_cell(cell_lab, tmp_path):
+    _, runs, _ = cell_lab
+    root = ET.parse(write_junit(cell_lab[0], tmp_path / "cells.xml")).getroot()
+    failed = Counter((c.get("classname"), c.find("failure") is not None) for c in root.iter("testcase"))
+    per_class = {(".default", False): 4, (".lfence", False): 2, (".lfence", True): 2}  # lfence fails on NEW
+    assert failed == {**{(f"{JOB}.{cls}{cell}", fails): n for cls in ("amd-zen4", "intel-icelake")
+                         for (cell, fails), n in per_class.items()},
+                      (f"{JOB}.intel-skylake-sp.-", False): 1}  # the run from before cells
+    names = {c.get("name").split()[-1]: c.get("name") for c in root.iter("testcase")}
+    r = runs[-2]  # icx-b on the new kernel, in lfence
+    assert names[r["run_id"]] == f"icx-b {NEW} lfence {r['run_id']}"
 
 
 def test_throughput_plots(lab):
@@ -272,7 +317,7 @@ def test_lab_health_shows_errored_runs_with_their_error_text(tmp_path):
     assert row[7] == (f"1 error: kmsg: /dev/kmsg reads end-of-file {NASTY} (last 2026-09-20 00:00, "
                       f"{JOB}-{NEW}-skl-a-300, kernel {NEW})")
     # the errored run is no failure: skl-a's cell still counts one fail, and one error apart
-    assert Page(text).cells[("intel-skylake-sp", NEW)] == ("cell s-fail", "1 fail 1 error")
+    assert Page(text).cells[("intel-skylake-sp", NEW, "-")] == ("entry s-fail", "1 fail 1 error")
 
 
 def test_lab_health_links_the_crash_a_lost_run_carried(tmp_path):
@@ -510,8 +555,8 @@ def test_junit_counts(lab, tmp_path):
     assert len(cases) == len(runs)
     for r in runs:
         case = cases[r["run_id"]]
-        assert case.get("classname") == f"{JOB}.{r['host']['hw_class']}"
-        assert case.get("name") == f"{r['host']['hostname']} {r['host']['kernel']} {r['run_id']}"
+        assert case.get("classname") == f"{JOB}.{r['host']['hw_class']}.-"  # the history predates cells
+        assert case.get("name") == f"{r['host']['hostname']} {r['host']['kernel']} - {r['run_id']}"
         assert float(case.get("time")) == pytest.approx(r["duration_s"], abs=1e-3)
         failure, error = case.find("failure"), case.find("error")
         sigs = "; ".join(signature_key(f["signature"]) for f in r["findings"])

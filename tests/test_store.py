@@ -14,14 +14,16 @@ import pytest
 from sqlalchemy import MetaData, Table, insert, inspect, select
 
 from support import REPO, farm_cmd
-from support.results_lab import JOB, NEW, OLD, base, errored, history, kernel_finding, lost, variant
+from support.old_schema import rows_at_0002
+from support.results_lab import (JOB, NEW, OLD, base, cell_history, errored, history, host_facts, in_cell,
+                                 kernel_finding, lost, variant)
 from farm.report.health import health
 from farm.report.matrix import matrix
 from farm.report.regressions import regressions
 from farm.report.signatures import find_signature, where
 from farm.store import open_store
 from farm.store.db import make_engine, migrate
-from farm.store.models import Artifact, FactsSnapshot, Signature
+from farm.store.models import Artifact, FactsSnapshot, Run, Signature
 
 
 @pytest.fixture
@@ -78,10 +80,103 @@ def test_the_vendor_split_says_amd_only(store):
     assert w.split() == "Intel only: 1/2 runs on intel-skylake-sp, 0/8 on amd-*, 0/4 on intel-icelake"
 
 
-# -- infrastructure: lost and errored runs are lab health, never kernel findings --------
+# -- the mitigation cell as an axis (support/results_lab.py: cell_history) ----------------
 
 LATER = datetime(2026, 9, 20)
+T_OLD = datetime(2026, 9, 1, 12)   # on the old kernel, after the history's runs on it
 K3 = "6.7.0"
+
+
+@pytest.fixture
+def cell_store(tmp_path):
+    s = open_store(f"sqlite:///{tmp_path}/cells.db")
+    s.add_many([(r, None, None) for r in cell_history()])
+    return s
+
+
+def test_the_matrix_has_an_entry_per_cell(cell_store):
+    m = {(e.hw_class, e.kernel, e.cell_label): e for e in matrix(cell_store)}
+    assert {k: (e.status, e.runs) for k, e in m.items()} == {
+        (cls, k, cell): ("fail" if (k, cell) == (NEW, "lfence") else "pass", 2)
+        for cls in ("amd-zen4", "intel-icelake") for k in (OLD, NEW) for cell in ("default", "lfence")}
+    lfence = m[("amd-zen4", NEW, "lfence")]
+    assert lfence.paths() == "indirect jump lfence, return srso"
+    assert lfence.to_dict()["cell"] == "lfence" and lfence.to_dict()["indirect_jump"] == ["lfence"]
+    assert {e.cell for e in matrix(cell_store, cell="lfence")} == {"lfence"}
+    assert matrix(cell_store, cell="") == []  # every run here names its cell
+
+
+def test_runs_from_before_cells_are_of_unknown_cell_never_default(store):
+    entries = matrix(store)
+    assert {(e.cell, e.cell_label, e.to_dict()["cell"]) for e in entries} == {("", "-", "-")}
+    assert entries[0].paths() == "" and entries[0].to_dict()["indirect_jump"] == []
+    assert matrix(store, cell="") == entries and matrix(store, cell="default") == []
+    assert {c.to_dict()["cell"] for c in regressions(store)} == {"-"}
+
+
+def test_the_split_names_the_cell_the_failures_follow(cell_store):
+    w = where(cell_store, find_signature(cell_store, "prog_array_map_poke_run"))
+    assert [c.label for c in w.only_cells] == ["lfence"]
+    assert w.split() == ("fails only with lfence (4/4 runs; 0/4 with default), on both vendors: "
+                         "2/8 runs on amd-zen4, 2/8 runs on intel-icelake")
+
+
+def test_a_split_names_no_cell_the_failures_do_not_follow(cell_store):
+    # a default run fails with it too: the BUG is not the lfence cell's
+    cell_store.add(in_cell(variant(base("pass"), "icx-a", NEW, LATER, 300, [kernel_finding()]), "default"))
+    w = where(cell_store, find_signature(cell_store, "prog_array_map_poke_run"))
+    assert w.only_cells == [] and w.split() == "both vendors: 3/9 runs on intel-icelake, 2/8 runs on amd-zen4"
+    # and a hit of unknown cell (a result from before cells) could have been any cell
+    cell_store.add_many([(r, None, None) for r in history()])
+    w = where(cell_store, find_signature(cell_store, "tail-call-count"))
+    assert w.only_cells == [] and "fails only" not in w.split()
+
+
+def test_the_split_names_no_cell_where_no_other_cell_ran(cell_store):
+    """Only lfence ran on amd-zen2: a zen2 failure there proves nothing about the cell."""
+    cell_store.add(in_cell(variant(base("fail-tail-call-count"), "zen2-a", NEW, LATER, 301), "lfence"))
+    assert where(cell_store, find_signature(cell_store, "tail-call-count")).split() == \
+        "AMD only: 1/1 runs on amd-zen2, 0/8 on amd-zen4, 0/8 on intel-*"
+
+
+def test_regressions_are_per_cell(cell_store):
+    found = {(c.hw_class, c.cell): c for c in regressions(cell_store)}
+    assert {k: c.state for k, c in found.items()} == {("amd-zen4", "lfence"): "regression",
+                                                     ("intel-icelake", "lfence"): "regression"}
+    assert found[("amd-zen4", "lfence")].to_dict()["cell"] == "lfence"
+    assert [c.hw_class for c in regressions(cell_store, cell="default")] == []
+
+
+def test_a_cell_that_failed_before_hides_no_other_cells_regression(cell_store):
+    """lfence already failed on the old kernel on zen4, and now default
+    fails on the new one on both zen4 hosts: over both cells at once the old
+    kernel 'failed' too and there would be no candidate at all."""
+    cell_store.add(in_cell(variant(base("fail-tail-call-count"), "zen4-a", OLD, T_OLD, 302), "lfence"))
+    for n, h in enumerate(("zen4-a", "zen4-b")):
+        cell_store.add(in_cell(variant(base("fail-tail-call-count"), h, NEW, LATER, 303 + n), "default"))
+    found = {(c.hw_class, c.cell): c.state for c in regressions(cell_store)}
+    assert found == {("amd-zen4", "default"): "regression", ("intel-icelake", "lfence"): "regression"}
+
+
+def test_a_retry_goes_to_a_host_in_the_candidates_cell(cell_store):
+    from farm.queue.retry import other_hosts
+    cand = next(c for c in regressions(cell_store) if c.hw_class == "amd-zen4")
+    assert (cand.cell, cand.first_host) == ("lfence", "zen4-a")
+
+    def host(name: str, cell: str | None) -> dict:
+        """A worker's registry entry: its facts are its results' host object."""
+        facts = host_facts(name, NEW)
+        return {"alive": True, "health": "healthy", "facts": {**facts, "cell": {"name": cell}} if cell else facts}
+    hosts = {"zen4-a": host("zen4-a", "lfence"), "zen4-c": host("zen4-c", "default"),
+             "zen4-d": host("zen4-d", "lfence"), "zen4-e": host("zen4-e", None)}
+    # its cell first, then a host of unknown cell (an older worker); never zen4-c, in default
+    assert other_hosts(hosts, cand) == ["zen4-d", "zen4-e"]
+    cand.cell = ""  # a candidate of unknown cell: only a host that names none
+    assert other_hosts(hosts, cand) == ["zen4-e"]
+
+
+# -- infrastructure: lost and errored runs are lab health, never kernel findings --------
+
 
 
 def test_a_lost_host_is_no_kernel_signature(store):
@@ -239,6 +334,52 @@ def test_an_upgrade_from_the_first_schema_keeps_the_history(tmp_path):
         assert ss.scalar(select(Signature.id).where(Signature.text == "wrong-target in indirect")) == 1
 
 
+def test_an_upgrade_from_before_cells_keeps_every_run_with_an_unknown_cell(tmp_path):
+    """A database at 0002, the last revision without cells: after the
+    upgrade every run, finding and artifact is still there, each run of
+    cell "" (unknown: nothing says it was "default"), and new results
+    carry the cell their host.cell names."""
+    url = f"sqlite:///{tmp_path}/old.db"
+    engine = make_engine(url)
+    migrate(engine, "0002")
+    with engine.begin() as c:
+        assert "cell" not in {col["name"] for col in inspect(c).get_columns("runs")}
+        rows_at_0002(c)
+    s = open_store(url)
+    with s.session() as ss:
+        runs = ss.execute(select(Run.run_id, Run.outcome, Run.cell, Run.indirect_jump, Run.return_path)
+                          .order_by(Run.run_id)).all()
+        indexes = {i["name"]: i["column_names"] for i in inspect(ss.connection()).get_indexes("runs")}
+    assert [tuple(r) for r in runs] == [("r0", "pass", "", "", ""), ("r1", "fail", "", "", "")]
+    assert indexes["ix_runs_series"] == ["job", "hw_class", "kernel", "cell"] and "ix_runs_cell" not in indexes
+    assert find_signature(s, "wrong-target in indirect").count == 1
+    assert s.artifact_text("r1", "kmsg") == "log"
+    lfence = in_cell(variant(base("pass"), "zen2-a", NEW, datetime(2026, 9, 1), 1), "lfence")
+    assert s.add(lfence)
+    with s.session() as ss:
+        new = ss.execute(select(Run.cell, Run.indirect_jump, Run.return_path)
+                         .where(Run.run_id == lfence["run_id"])).one()
+    assert tuple(new) == ("lfence", "lfence", "srso")
+
+
+@pytest.mark.parametrize("cell, stored", [
+    ("not a mapping", ("", "", "")),
+    ({"name": 7, "indirect_jump": None}, ("", "", "")),
+    ({"name": "x" * 40, "indirect_jump": "lfence"}, ("x" * 32, "lfence", "")),
+    # a guest lost mid-job: its paths were never read (farm/cellproof.py)
+    ({"name": "lfence", "indirect_jump": "unknown: the guest was lost before its JIT listing was read",
+      "return": "mixed: ret, return-thunk"}, ("lfence", "unknown", "mixed: ret, return-thunk")),
+])
+def test_a_malformed_or_long_cell_is_stored_as_unknown_or_cut_to_the_column(tmp_path, cell, stored):
+    s = open_store(f"sqlite:///{tmp_path}/farm.db")
+    r = variant(base("pass"), "zen2-a", NEW, datetime(2026, 9, 1), 1)
+    r["host"]["cell"] = cell
+    assert s.add(r)
+    with s.session() as ss:
+        got = ss.execute(select(Run.cell, Run.indirect_jump, Run.return_path)).one()
+    assert tuple(got) == stored
+
+
 # -- the commands -------------------------------------------------------------------------
 
 def farm(tmp_path, *args):
@@ -267,9 +408,9 @@ def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
     assert lines[2].startswith("  2 findings on 2 hosts;") and lines[2].endswith(f"on {NEW}"), sig.stdout
     reg = farm(tmp_path, "triage", "regressions")
     assert reg.returncode == 1  # a confirmed regression is a finding
-    states = [line.split()[:4:3] for line in reg.stdout.splitlines() if not line.startswith(" ")]
-    assert states == [["flaky", "amd-zen2:"], ["regression", "amd-zen4:"],
-                      ["awaiting-retry", "intel-skylake-sp:"]], reg.stdout
+    states = [line.split()[:7:3] for line in reg.stdout.splitlines() if not line.startswith(" ")]
+    assert states == [["flaky", "amd-zen2", "-:"], ["regression", "amd-zen4", "-:"],
+                      ["awaiting-retry", "intel-skylake-sp", "-:"]], reg.stdout
     sigs = json.loads(farm(tmp_path, "triage", "signatures", "--json").stdout)
     tcc = next(s for s in sigs if s["signature"].startswith("tail-call-count"))
     assert farm(tmp_path, "triage", "signatures", "--mark", f"{tcc['id']}=fixed").returncode == 0
@@ -277,6 +418,33 @@ def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
                 if s["id"] == tcc["id"])["status"] == "fixed"
     gc = farm(tmp_path, "gc", "--older-than", "90d")
     assert gc.returncode == 0 and "signatures and counts kept" in gc.stdout
+
+
+def test_the_cell_axis_from_the_command_line(tmp_path):
+    """Results with host.cell (schema 1) through `farm ingest`, then the
+    matrix, its --cell filter, the regressions and a signature by cell."""
+    path = tmp_path / "cells.json"
+    path.write_text(json.dumps(cell_history()))
+    assert farm(tmp_path, "ingest", str(path)).returncode == 0
+    m = json.loads(farm(tmp_path, "triage", "--json").stdout)
+    assert {(e["hw_class"], e["kernel"], e["cell"]): e["status"] for e in m if e["kernel"] == NEW} == {
+        ("amd-zen4", NEW, "default"): "pass", ("amd-zen4", NEW, "lfence"): "fail",
+        ("intel-icelake", NEW, "default"): "pass", ("intel-icelake", NEW, "lfence"): "fail"}
+    only = json.loads(farm(tmp_path, "triage", "--cell", "lfence", "--json").stdout)
+    assert {e["cell"] for e in only} == {"lfence"} and len(only) == 4
+    table = farm(tmp_path, "triage", "--cell", "lfence").stdout
+    assert "x cell" in table and any(line.split("│")[4].strip() == "lfence" and "fail" in line
+                                     for line in table.splitlines() if line.count("│") > 5), table
+    assert farm(tmp_path, "triage", "--cell", "-").stdout == "no runs in cell -\n"
+    reg = farm(tmp_path, "triage", "regressions")
+    assert reg.returncode == 1 and [line.split()[:7] for line in reg.stdout.splitlines()
+                                    if not line.startswith(" ")] == [
+        ["regression", JOB, "on", cls, "in", "cell", "lfence:"] for cls in ("amd-zen4", "intel-icelake")], reg.stdout
+    clean = farm(tmp_path, "triage", "regressions", "--cell", "default")
+    assert clean.returncode == 0 and clean.stdout.startswith("no regressions"), clean.stdout
+    sig = json.loads(farm(tmp_path, "triage", "--signature", "poke_run", "--json").stdout)
+    assert sig["only_cells"] == ["lfence"] and sig["split"].startswith("fails only with lfence (4/4 runs; ")
+    assert sig["cells"] == [{"cell": "lfence", "hits": 4, "runs": 4}, {"cell": "default", "hits": 0, "runs": 4}]
 
 
 @pytest.mark.slow
@@ -316,6 +484,8 @@ def test_lab_health_from_the_command_line(tmp_path):
     (("ingest", "missing.json"), "missing.json: No such file"),
     (("triage", "--signature", "no such thing"), "no signature matches"),
     (("triage", "signatures", "--mark", "x"), "--mark: use ID=STATUS"),
+    (("triage", "--cell", "Not A Cell"), "--cell: 'Not A Cell' is not a cell name"),
+    (("triage", "health", "--cell", "lfence"), "--cell: only the matrix and the regressions are per cell"),
     (("report",), "give --html DIR and/or --junit FILE"),
 ])
 def test_bad_triage_input_is_one_line_and_exit_2(tmp_path, args, says):

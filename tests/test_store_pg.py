@@ -245,3 +245,30 @@ def test_a_database_that_refuses_connections_costs_the_collector_no_result(postg
     stored = wait_for(lambda: store.results(sub), "the retried result in PostgreSQL", 120)
     assert len(stored) == 1 and stored[0]["host"]["hostname"] == "pg-w"
     store.engine.dispose()
+
+
+def test_an_upgrade_from_before_cells_and_the_cell_axis(postgres_server):
+    """A database at 0002 (before cells) with old rows, upgraded on open:
+    the old runs are of unknown cell; then the cell lab goes in and the
+    matrix, the signature's cell split and the per-cell regressions read
+    back as on SQLite."""
+    from farm.store.db import make_engine, migrate
+    from support.old_schema import rows_at_0002
+    from support.results_lab import cell_history
+    engine = make_engine(postgres_server.url)
+    migrate(engine, "0002")
+    with engine.begin() as c:
+        rows_at_0002(c)
+    engine.dispose()
+    store = open_store(postgres_server.url)
+    with store.session() as s:
+        assert s.execute(select(Run.run_id, Run.cell).order_by(Run.run_id)).all() == [("r0", ""), ("r1", "")]
+    assert ingest(store, cell_history()) == 16
+    m = {(e.hw_class, e.kernel, e.cell_label): e.status for e in matrix(store)}
+    assert m[("amd-zen3", "6.8.0", "-")] == "flaky"
+    assert m[("amd-zen4", NEW, "lfence")] == "fail" and m[("amd-zen4", NEW, "default")] == "pass"
+    assert where(store, find_signature(store, ARRAYMAP_BUG)).split().startswith(
+        "fails only with lfence (4/4 runs; 0/4 with default), on both vendors: ")
+    assert {(c.hw_class, c.cell): c.state for c in regressions(store)} == {
+        ("amd-zen4", "lfence"): "regression", ("intel-icelake", "lfence"): "regression"}
+    store.engine.dispose()

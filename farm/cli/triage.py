@@ -21,11 +21,13 @@ def add_commands(sub) -> None:
     ing.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="the run's artifacts dir (default: the result file's dir if it holds them)")
     ing.set_defaults(handler=_ingest)
-    tr = sub.add_parser("triage", help="job x hw_class x kernel matrix, signatures, regressions, lab health")
+    tr = sub.add_parser("triage", help="job x hw_class x kernel x cell matrix, signatures, regressions, lab health")
     tr.add_argument("view", nargs="?", default="matrix",
                     choices=("matrix", "regressions", "signatures", "health"))
     tr.add_argument("--signature", metavar="S", help="where a signature occurs (#id, text or a fragment)")
     tr.add_argument("--job")
+    tr.add_argument("--cell", metavar="NAME",
+                    help="matrix and regressions: only runs of this mitigation cell ('-': unknown, before cells)")
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--known", type=Path, metavar="FILE", help="signatures: load a known-issues YAML first")
     tr.add_argument("--mark", metavar="ID=STATUS", help="signatures: set a status (open, fixed, known)")
@@ -83,33 +85,45 @@ def _ingest(args) -> int:
     return EXIT_PASS
 
 
+def _cell_filter(args) -> str | None:
+    """--cell as the stored value ("" for '-', unknown), None when not given."""
+    from farm.report.cell_axis import stored_cell
+    if args.cell is None:
+        return None
+    if args.signature or args.view not in ("matrix", "regressions"):
+        # said, rather than ignored: a filter that does nothing would mislead
+        raise BadInput("--cell: only the matrix and the regressions are per cell")
+    return stored_cell(args.cell)
+
+
 def _triage(args) -> int:
+    cell = _cell_filter(args)  # a bad name is exit 2 before the database opens
     store = _store()
     if args.signature:
         return _signature(store, args)
     if args.view == "regressions":
-        return _regressions(store, args)
+        return _regressions(store, args, cell)
     if args.view == "signatures":
         return _signatures(store, args)
     if args.view == "health":
         return _health(store, args)
     from farm.report.matrix import matrix
-    cells = matrix(store, args.job)
+    entries = matrix(store, args.job, cell=cell)
     if args.json:
-        print(json.dumps([c.to_dict() for c in cells], indent=2))
+        print(json.dumps([e.to_dict() for e in entries], indent=2))
         return EXIT_PASS
-    if not cells:
-        print("no runs stored yet")
+    if not entries:
+        print("no runs stored yet" if cell is None else f"no runs in cell {args.cell}")
         return EXIT_PASS
     from rich.console import Console
     from rich.table import Table
-    t = Table(title="job x hw_class x kernel")
-    for col in ("job", "hw_class", "kernel", "status", "pass", "fail", "lost", "error"):
+    t = Table(title="job x hw_class x kernel x cell")
+    for col in ("job", "hw_class", "kernel", "cell", "status", "pass", "fail", "lost", "error"):
         t.add_column(col, justify="right" if col in ("pass", "fail", "lost", "error") else "left")
-    for c in cells:
-        style = STATUS_STYLE.get(c.status, "")
-        t.add_row(c.job, c.hw_class, c.kernel, f"[{style}]{c.status}[/]" if style else c.status,
-                  *(str(c.counts[k]) for k in ("pass", "fail", "lost", "error")))
+    for e in entries:
+        style = STATUS_STYLE.get(e.status, "")
+        t.add_row(e.job, e.hw_class, e.kernel, e.cell_label, f"[{style}]{e.status}[/]" if style else e.status,
+                  *(str(e.counts[k]) for k in ("pass", "fail", "lost", "error")))
     Console().print(t)
     from farm.report.health import health
     lab = health(store, args.job)
@@ -169,7 +183,9 @@ def _signature(store, args) -> int:
     if args.json:
         print(json.dumps({**_sig_json(sig), "first_kernel": w.first_kernel, "last_kernel": w.last_kernel,
                           "hosts": w.hosts, "infra": w.infra, "split": w.split(),
-                          "classes": [c.__dict__ for c in w.classes]},
+                          "classes": [c.__dict__ for c in w.classes],
+                          "cells": [{"cell": c.label, "hits": c.hits, "runs": c.runs} for c in w.cells],
+                          "only_cells": [c.label for c in w.only_cells]},
                          indent=2))
         return EXIT_PASS
     print(f"#{sig.id} {sig.text}  [{sig.status}]" + (f"  {sig.link}" if sig.link else ""))
@@ -205,9 +221,10 @@ def _signatures(store, args) -> int:
     return EXIT_PASS
 
 
-def _regressions(store, args) -> int:
+def _regressions(store, args, cell: str | None) -> int:
+    from farm.report.cell_axis import cell_label
     from farm.report.regressions import regressions
-    found = regressions(store, args.job)
+    found = regressions(store, args.job, cell=cell)
     if args.retry:
         from farm.queue.retry import retry_awaiting
         for line in retry_awaiting(found, args.jobs_dir):
@@ -216,11 +233,11 @@ def _regressions(store, args) -> int:
         print(json.dumps([c.to_dict() for c in found], indent=2))
     else:
         if not found:
-            print("no regressions: no class fails a job that its previous kernel passed")
+            print("no regressions: no class fails a job, in a cell, that its previous kernel passed there")
         for c in found:
             retry = f"retried on {', '.join(c.retry_hosts)}" if c.retry_hosts else "no retry yet"
-            print(f"{c.state:15} {c.job} on {c.hw_class}: {c.previous_kernel} passed, {c.kernel} failed "
-                  f"on {c.first_host}; {retry}")
+            print(f"{c.state:15} {c.job} on {c.hw_class} in cell {cell_label(c.cell)}: {c.previous_kernel} "
+                  f"passed, {c.kernel} failed on {c.first_host}; {retry}")
             for s in c.signatures:
                 print(f"{'':15}   {s}")
     return EXIT_FINDINGS if any(c.state == "regression" for c in found) else EXIT_PASS

@@ -55,9 +55,22 @@ def recover_previous() -> dict:
     return found
 
 
+def boot_cell() -> dict:
+    """The mitigation cell this host was booted in, named from /proc/cmdline
+    as its runs' host.cell will name it; {} when jobs/cells.yaml cannot say.
+    Registered with the facts so a candidate regression's retry goes to a
+    host of its cell (farm/queue/retry.py)."""
+    from farm.cellproof import CellRequest, cell_name, read_cmdline
+    from farm.errors import FarmError
+    try:
+        return {"name": cell_name(CellRequest(), read_cmdline())}
+    except FarmError:
+        return {}
+
+
 def run_worker(loglevel: str = "WARNING") -> int:
     facts = probe()
-    host_json = facts.host_json()
+    host_json = {**facts.host_json(), "cell": boot_cell()}
     host, queues = facts.hostname, queues_for(host_json)
     # extra queues from the inventory (farm_queues), through provision.yml
     queues += [q for q in os.environ.get("FARM_EXTRA_QUEUES", "").split(",") if q and q not in queues]

@@ -11,7 +11,7 @@ last: the collector's reaper rounds done) · sub:<id> (submission) ·
 subs (zset) · run:<run_id> (hash: state, host, sent (the worker's result is
 on the results queue), ...) · result:<run_id> (TTL: the stored result, for
 `farm submit --wait`) · tick:<schedule>:<slot> (TTL, SET NX: one fan-out a
-tick) · retry:<job>:<class>:<kernel> (TTL, SET NX: one retry a candidate).
+tick) · retry:<job>:<class>:<kernel>[:<cell>] (TTL, SET NX: one retry a candidate).
 """
 from __future__ import annotations
 
@@ -218,6 +218,8 @@ class Registry:
         """True for the first caller of a schedule's tick: it fans out."""
         return bool(self._r.set(key("tick", schedule, slot), sub_id, nx=True, ex=TICK_MARK_S))
 
-    def claim_retry(self, job: str, hw_class: str, kernel: str, sub_id: str) -> bool:
-        """True for the first retry of a candidate (job, class, kernel)."""
-        return bool(self._r.set(key("retry", job, hw_class, kernel), sub_id, nx=True, ex=RETRY_MARK_S))
+    def claim_retry(self, job: str, hw_class: str, kernel: str, sub_id: str, cell: str = "") -> bool:
+        """True for the first retry of a candidate (job, class, kernel, cell);
+        a candidate of unknown cell ("") keeps the key it had before cells."""
+        parts = (job, hw_class, kernel, *([cell] if cell else []))
+        return bool(self._r.set(key("retry", *parts), sub_id, nx=True, ex=RETRY_MARK_S))

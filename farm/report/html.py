@@ -1,4 +1,5 @@
-"""The static triage report: index.html with the matrix, the lab's health,
+"""The static triage report: index.html with the matrix (job x hw_class x
+mitigation cell by kernel), the lab's health,
 the regressions, the kernel signatures and throughput plots, and one page
 per kernel signature with where it occurs, a kernel-log sample and the JIT
 diff against a passing host.
@@ -19,8 +20,9 @@ from sqlalchemy import case, select
 
 from farm.facts import vendor_short
 from farm.report import jitdiff
+from farm.report.cell_axis import cell_label
 from farm.report.health import Health, health
-from farm.report.matrix import OUTCOMES, Cell, kernel_key, matrix
+from farm.report.matrix import OUTCOMES, MatrixEntry, kernel_key, matrix
 from farm.report.regressions import regressions
 from farm.report.signatures import Where, is_infra, signatures, where
 from farm.store import Store
@@ -37,7 +39,7 @@ body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #bbb;padding:4px 8px;text-align:left;vertical-align:top}
 tr.group th{background:#eee}
-td.cell{min-width:110px;height:34px;text-align:center;vertical-align:middle;font-weight:600}
+td.entry{min-width:110px;height:34px;text-align:center;vertical-align:middle;font-weight:600}
 pre{background:#f6f6f6;padding:8px;overflow-x:auto;font-size:12px;line-height:1.3}
 pre span{display:block}
 pre .add{background:#dff5e3}
@@ -81,35 +83,39 @@ def _table(head: list[str], rows: list[str], cls: str = "") -> str:
 # -- index ------------------------------------------------------------------------
 
 
-def cell_text(cell: Cell) -> str:
+def entry_text(entry: MatrixEntry) -> str:
     """'2/2 pass' when every run agreed, else the counts: '1 fail 1 pass'."""
-    parts = [(o, cell.counts[o]) for o in ("fail", "error", "lost", "pass") if cell.counts[o]]
+    parts = [(o, entry.counts[o]) for o in ("fail", "error", "lost", "pass") if entry.counts[o]]
     if len(parts) == 1:
-        return f"{parts[0][1]}/{cell.runs} {parts[0][0]}"
+        return f"{parts[0][1]}/{entry.runs} {parts[0][0]}"
     return " ".join(f"{n} {o}" for o, n in parts)
 
 
-def _matrix(cells: list[Cell]) -> str:
-    if not cells:
+def _matrix(entries: list[MatrixEntry]) -> str:
+    """A row per job, class and mitigation cell ("-": unknown), a column per kernel."""
+    if not entries:
         return "<p>No runs.</p>"
-    kernels = sorted({c.kernel for c in cells}, key=kernel_key)
-    rows: dict[tuple[str, str, str], dict[str, Cell]] = {}
-    for c in cells:
-        rows.setdefault((c.job, vendor_short(c.vendor), c.hw_class), {})[c.kernel] = c
+    kernels = sorted({e.kernel for e in entries}, key=kernel_key)
+    rows: dict[tuple[str, str, str, str], dict[str, MatrixEntry]] = {}
+    for e in entries:
+        rows.setdefault((e.job, vendor_short(e.vendor), e.hw_class, e.cell), {})[e.kernel] = e
     out, group = [], None
-    for (job, vendor, cls), by_kernel in sorted(rows.items()):
+    for (job, vendor, cls, cell), by_kernel in sorted(rows.items()):
         if (job, vendor) != group:
             group = (job, vendor)
-            out.append(f'<tr class=group><th colspan="{len(kernels) + 1}">{esc(job)} · {esc(vendor)}</th></tr>')
+            out.append(f'<tr class=group><th colspan="{len(kernels) + 2}">{esc(job)} · {esc(vendor)}</th></tr>')
+        label = next(iter(by_kernel.values())).cell_label
         tds = []
         for k in kernels:
-            c = by_kernel.get(k)
-            status, text = (c.status, cell_text(c)) if c else ("none", "–")
-            title = ", ".join(f"{c.counts[o]} {o}" for o in OUTCOMES) if c else "no runs"
-            tds.append(f'<td class="cell s-{status}" data-hw-class="{esc(cls)}" data-kernel="{esc(k)}" '
-                       f'title="{esc(title)}">{esc(text)}</td>')
-        out.append(f"<tr><th>{esc(cls)}</th>{''.join(tds)}</tr>")
-    return ("<table class=matrix><tr><th>job · vendor / class</th>"
+            e = by_kernel.get(k)
+            status, text = (e.status, entry_text(e)) if e else ("none", "–")
+            title = "no runs"
+            if e:  # the counts, and the JIT paths the cell reached here
+                title = "; ".join(filter(None, [", ".join(f"{e.counts[o]} {o}" for o in OUTCOMES), e.paths()]))
+            tds.append(f'<td class="entry s-{status}" data-hw-class="{esc(cls)}" data-kernel="{esc(k)}" '
+                       f'data-cell="{esc(label)}" title="{esc(title)}">{esc(text)}</td>')
+        out.append(f"<tr><th>{esc(cls)}</th><th class=cell-name>{esc(label)}</th>{''.join(tds)}</tr>")
+    return ("<table class=matrix><tr><th>job · vendor / class</th><th>cell</th>"
             + "".join(f"<th>{esc(k)}</th>" for k in kernels) + "</tr>" + "".join(out) + "</table>")
 
 
@@ -151,11 +157,11 @@ def _regressions(store: Store, sig_ids: dict[str, int]) -> str:
     cands = regressions(store)
     if not cands:
         return "<p>None.</p>"
-    rows = [f"<tr><td>{esc(c.job)}</td><td>{esc(c.hw_class)}</td>"
+    rows = [f"<tr><td>{esc(c.job)}</td><td>{esc(c.hw_class)}</td><td>{esc(cell_label(c.cell))}</td>"
             f"<td>{esc(c.previous_kernel)} → {esc(c.kernel)}</td><td>{esc(c.state)}</td>"
             f"<td>{esc(c.first_host)}</td><td>{esc(', '.join(c.retry_hosts)) or '–'}</td>"
             f"<td>{'<br>'.join(_sig_link(t, sig_ids) for t in c.signatures)}</td></tr>" for c in cands]
-    return _table(["job", "class", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
+    return _table(["job", "class", "cell", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
 
 
 def _signatures(sigs: list[Signature], wheres: dict[int, Where]) -> str:
@@ -231,9 +237,11 @@ class RunRef:
     hostname: str
     hw_class: str
     kernel: str
+    cell: str = ""
 
     def label(self) -> str:
-        return f"{self.hostname} ({self.hw_class}, {self.kernel}) {self.run_id}"
+        # the cell too: a pair across cells diffs the mitigations' code as well
+        return f"{self.hostname} ({self.hw_class}, {self.kernel}, cell {cell_label(self.cell)}) {self.run_id}"
 
 
 @dataclass
@@ -308,7 +316,7 @@ def jit_pair(store: Store, sig: Signature) -> JitPair | None:
     """A failing run with this signature and a passing run of its job on
     another host (same class and kernel first), and a program both kept a
     listing of, differing jited_sha256 and a non-empty diff first."""
-    runs = select(Run.run_id, Host.hostname, Run.hw_class, Run.kernel, Run.job, Run.host_id) \
+    runs = select(Run.run_id, Host.hostname, Run.hw_class, Run.kernel, Run.cell, Run.job, Run.host_id) \
         .join(Host, Host.id == Run.host_id)
     with store.session() as s:
         failing = s.execute(runs.where(Run.run_id.in_(select(Finding.run_id)
@@ -338,7 +346,7 @@ def jit_pair(store: Store, sig: Signature) -> JitPair | None:
 
 
 def _ref(row) -> RunRef:
-    return RunRef(row.run_id, row.hostname, row.hw_class, row.kernel)
+    return RunRef(row.run_id, row.hostname, row.hw_class, row.kernel, row.cell)
 
 
 def _listed(store: Store, run_id: str, cache: dict) -> dict[str, str | None]:

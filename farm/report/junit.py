@@ -1,5 +1,7 @@
 """Runs as JUnit XML, so a CI system shows a submission's (or a job's) runs
-as tests: one testsuite per job, one testcase per run."""
+as tests: one testsuite per job, one testcase per run, its classname
+job.hw_class.cell so CI groups runs by class and mitigation cell ("-": the
+run predates cells and its cell is unknown)."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -7,13 +9,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from farm.report.cell_axis import cell_label
 from farm.store import Store
 from farm.store.models import Finding, Host, Run, Signature
 
 
 def write_junit(store: Store, path: Path, submission: str | None = None, job: str | None = None) -> Path:
     """Write the runs of a submission and/or job (all runs if neither)."""
-    q = (select(Run.run_id, Run.job, Run.hw_class, Run.kernel, Run.outcome, Run.duration_s,
+    q = (select(Run.run_id, Run.job, Run.hw_class, Run.kernel, Run.cell, Run.outcome, Run.duration_s,
                 Run.error, Host.hostname)
          .join(Host, Host.id == Run.host_id).order_by(Run.job, Run.started, Run.run_id))
     if submission:
@@ -35,8 +38,9 @@ def write_junit(store: Store, path: Path, submission: str | None = None, job: st
         suite = suites.get(r.job)
         if suite is None:
             suite = suites[r.job] = ET.SubElement(root, "testsuite", name=r.job)
-        case = ET.SubElement(suite, "testcase", classname=f"{r.job}.{r.hw_class}",
-                             name=f"{r.hostname} {r.kernel} {r.run_id}", time=f"{r.duration_s:.3f}")
+        cell = cell_label(r.cell)
+        case = ET.SubElement(suite, "testcase", classname=f"{r.job}.{r.hw_class}.{cell}",
+                             name=f"{r.hostname} {r.kernel} {cell} {r.run_id}", time=f"{r.duration_s:.3f}")
         _outcome(case, r, found.get(r.run_id, []))
     for suite in [*suites.values(), root]:
         _count(suite)

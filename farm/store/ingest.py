@@ -27,6 +27,7 @@ FACT_FIELDS = ("vendor", "family", "model", "stepping", "model_name", "microcode
                "kernel", "spectre_v2", "hw_class")
 TEXT_ARTIFACT_CAP = 256 * 1024   # a larger listing or log stays on its host only
 SIGNATURE_LEN = 512
+CELL_LEN = 32   # the runs' cell columns; longer text is not a cell name anyway
 
 
 def kept_artifact(name: str) -> bool:
@@ -69,6 +70,24 @@ def outcome(result: dict) -> str:
         return "lost"
     v = result.get("verdict")
     return v if v in ("pass", "fail", "error") else "error"
+
+
+def cell_columns(host: dict) -> dict[str, str]:
+    """The run's mitigation cell from host.cell: its name and the JIT paths
+    it reached. A result without one (from before cells existed) is ""
+    everywhere: unknown, which triage shows as "-" and never as "default"."""
+    cell = host.get("cell")
+    if not isinstance(cell, dict):
+        cell = {}
+
+    def text(key: str) -> str:
+        v = cell.get(key)
+        if not isinstance(v, str):
+            return ""
+        # a path longer than the column ("unknown: the guest was lost ...", a long
+        # "mixed: a, b, c") keeps its kind; the whole text stays in the stored result
+        return v if len(v) <= CELL_LEN else v.split(":")[0][:CELL_LEN]
+    return {"cell": text("name"), "indirect_jump": text("indirect_jump"), "return_path": text("return")}
 
 
 def facts_digest(host: dict) -> str:
@@ -246,7 +265,7 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
         stats = result.get("stats") or {}
         runs.append(dict(run_id=run_id, submission_id=sub, job=result.get("job", ""), host_id=hid,
                          facts_id=fid, vendor=h.get("vendor", ""), hw_class=h.get("hw_class", ""),
-                         kernel=h.get("kernel", ""), verdict=result.get("verdict", "error"),
+                         kernel=h.get("kernel", ""), **cell_columns(h), verdict=result.get("verdict", "error"),
                          outcome=outcome(result), started=started,
                          duration_s=float(result.get("duration_s") or 0.0),
                          updates_per_s=float(stats.get("updates_per_s") or 0.0),

@@ -2,7 +2,8 @@
 
 Runs carry their host's vendor, hw_class and kernel as they were at the time
 (copied from the facts snapshot) so the triage matrix groups one table, and a
-host's later microcode or kernel update never rewrites its history.
+host's later microcode or kernel update never rewrites its history. Likewise
+the mitigation cell the run was booted in (host.cell of the result).
 """
 from __future__ import annotations
 
@@ -57,7 +58,8 @@ class Submission(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_cell", "job", "hw_class", "kernel"),)
+    # a regression series: one job on one class in one mitigation cell, by kernel
+    __table_args__ = (Index("ix_runs_series", "job", "hw_class", "kernel", "cell"),)
     run_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), index=True)
     job: Mapped[str] = mapped_column(String(255))
@@ -66,6 +68,12 @@ class Run(Base):
     vendor: Mapped[str] = mapped_column(String(32))
     hw_class: Mapped[str] = mapped_column(String(64))
     kernel: Mapped[str] = mapped_column(String(255))
+    # the mitigation cell's name (jobs/cells.yaml, or "custom"); "" = unknown,
+    # a result from before cells existed
+    cell: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    # the JIT paths the run proved it reached: indirect jump and return ("" = unknown)
+    indirect_jump: Mapped[str] = mapped_column(String(32), default="", server_default="")
+    return_path: Mapped[str] = mapped_column(String(32), default="", server_default="")
     verdict: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(16))  # pass | fail | lost | error
     started: Mapped[datetime] = mapped_column(index=True)
