@@ -212,11 +212,22 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
     guests = json.loads((art / "guests.json").read_text())
     assert [(g["cell"], g["jobs"], len(g["job_walls_s"])) for g in guests] == \
         [("default", ["alpha", "beta"], 2), ("off", ["alpha", "beta"], 2)]
-    # the results database holds all four
+    # the results database holds all four, each in its cell
+    from sqlalchemy import select
     from farm.store import open_store
+    from farm.store.models import Run
     store = open_store(f"sqlite:///{state / 'farm.db'}")
-    assert store.run_count() == 4
-    assert {store.result(r["run_id"])["job"] for r in results} == {"alpha", "beta"}
+    with store.session() as s:
+        stored = sorted(s.execute(select(Run.job, Run.cell)).all())
+    assert stored == [("alpha", "default"), ("alpha", "off"), ("beta", "default"), ("beta", "off")]
+    # and triage shows both cells: the matrix's own output, and farm triage afterwards
+    assert re.search(r"job x hw_class x kernel x cell", p.stdout), p.stdout[-2000:]
+    t = subprocess.run(farm_cmd("triage", "--json"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert t.returncode == 0, t.stderr
+    assert sorted((e["job"], e["cell"], e["status"], e["pass"]) for e in json.loads(t.stdout)) == [
+        ("alpha", "default", "pass", 1), ("alpha", "off", "pass", 1),
+        ("beta", "default", "pass", 1), ("beta", "off", "pass", 1)]
+    assert {e["indirect_jump"][0] for e in json.loads(t.stdout) if e["cell"] == "off"} == {"plain"}
     # nothing left: no guest, no exchange dir
     assert not list((state / "vlab" / "runs").iterdir())
     assert subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{state}"], capture_output=True).returncode == 1
