@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from farm.bpf.mitigation import classify
 from support import REPO, farm_cmd
 
 
@@ -177,9 +178,11 @@ def test_bad_matrix_input_is_one_line_and_exit_2(tmp_path):
 @pytest.mark.qemu
 @pytest.mark.slow
 def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every_run(tmp_path):
-    """EPYC-Milan, the default kernel, cells default and off, two tiny jobs:
-    two boots (one a cell, counted from the consoles), four results, all
-    in the results database, each with its cell; triage shows both cells."""
+    """EPYC-Milan, the default kernel, cells default, lfence and off, two
+    tiny jobs: three boots (one a cell, counted from the consoles), six
+    results, all in the results database, each with its cell; each cell's
+    runs record their own indirect jump, and the saved JIT listings confirm
+    it; triage shows every cell."""
     state = tmp_path / "state"
     env = {**os.environ, "FARM_STATE_DIR": str(state)}
     jobs = []
@@ -189,29 +192,40 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
         jobs[-1].write_text("duration: 1s\ntopologies: [indirect]\n")
     out, art = tmp_path / "all.json", tmp_path / "art"
     p = subprocess.run(farm_cmd("lab", "matrix", *map(str, jobs), "--cpu-models", "EPYC-Milan", "--cells",
-                                "default,off", "--json", str(out), "--artifacts", str(art)),
+                                "default,lfence,off", "--json", str(out), "--artifacts", str(art)),
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=2400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     results = json.loads(out.read_text())
-    assert sorted(r["job"] for r in results) == ["alpha", "alpha", "beta", "beta"]
+    assert sorted(r["job"] for r in results) == ["alpha"] * 3 + ["beta"] * 3
     assert all(r["verdict"] == "pass" for r in results), [r.get("error") for r in results]
     # each run proved its own cell from its JIT listing (farm run --cell in the guest)
     assert sorted((r["host"]["cell"]["name"], r["job"]) for r in results) == \
-        [("default", "alpha"), ("default", "beta"), ("off", "alpha"), ("off", "beta")]
+        [(c, j) for c in ("default", "lfence", "off") for j in ("alpha", "beta")]
     assert all(r["host"]["cell"]["requested"] for r in results)
+    # on one kernel, three cells, three different indirect jumps
+    assert {(r["host"]["cell"]["name"], r["host"]["cell"]["indirect_jump"]) for r in results} == \
+        {("default", "retpoline"), ("lfence", "lfence"), ("off", "plain")}
     assert {r["host"]["cell"]["return"] for r in results if r["host"]["cell"]["name"] == "off"} == {"ret"}
+    for r in results:  # the saved listings say the same as the result
+        cell, run_dir = r["host"]["cell"], next(art.glob(f"*_{r['host']['cell']['name']}"))
+        run_art = run_dir / ("0-alpha" if r["job"] == "alpha" else "1-beta")
+        listings = [(run_art / rel).read_text() for key, rel in r["artifacts"].items() if key.endswith(".S")]
+        assert classify(listings) == {k: cell[k] for k in ("indirect_jump", "return")}, (r["job"], cell)
+        assert cell["cmdline"].startswith("console=ttyS0") and \
+            cell["vulnerabilities"]["spectre_v2"] == r["host"]["spectre_v2"]
     # one boot per cell: two consoles, each one kernel booting once and running both jobs
     consoles = sorted(art.glob("*/console.log"))
-    assert [c.parent.name.rsplit("_", 1)[1] for c in consoles] == ["default", "off"]
+    assert [c.parent.name.rsplit("_", 1)[1] for c in consoles] == ["default", "lfence", "off"]
     for c in consoles:
         text = c.read_text()
         assert text.count("Linux version ") == 1 and text.count("farm-init: running") == 1, c
         assert sorted(d.name for d in c.parent.iterdir() if d.is_dir()) == ["0-alpha", "1-beta"]
         assert all((d / "result.json").exists() for d in c.parent.iterdir() if d.is_dir())
-    assert "mitigations=off" in consoles[1].read_text() and "mitigations=off" not in consoles[0].read_text()
+    assert "mitigations=off" in consoles[2].read_text() and "mitigations=off" not in consoles[0].read_text()
+    assert "spectre_v2=retpoline,lfence" in consoles[1].read_text()
     guests = json.loads((art / "guests.json").read_text())
     assert [(g["cell"], g["jobs"], len(g["job_walls_s"])) for g in guests] == \
-        [("default", ["alpha", "beta"], 2), ("off", ["alpha", "beta"], 2)]
+        [(c, ["alpha", "beta"], 2) for c in ("default", "lfence", "off")]
     # the results database holds all four, each in its cell
     from sqlalchemy import select
     from farm.store import open_store
@@ -219,14 +233,13 @@ def test_a_matrix_boots_one_guest_per_cell_runs_both_jobs_in_it_and_stores_every
     store = open_store(f"sqlite:///{state / 'farm.db'}")
     with store.session() as s:
         stored = sorted(s.execute(select(Run.job, Run.cell)).all())
-    assert stored == [("alpha", "default"), ("alpha", "off"), ("beta", "default"), ("beta", "off")]
+    assert stored == [(j, c) for j in ("alpha", "beta") for c in ("default", "lfence", "off")]
     # and triage shows both cells: the matrix's own output, and farm triage afterwards
     assert re.search(r"job x hw_class x kernel x cell", p.stdout), p.stdout[-2000:]
     t = subprocess.run(farm_cmd("triage", "--json"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert t.returncode == 0, t.stderr
     assert sorted((e["job"], e["cell"], e["status"], e["pass"]) for e in json.loads(t.stdout)) == [
-        ("alpha", "default", "pass", 1), ("alpha", "off", "pass", 1),
-        ("beta", "default", "pass", 1), ("beta", "off", "pass", 1)]
+        (j, c, "pass", 1) for j in ("alpha", "beta") for c in ("default", "lfence", "off")]
     assert {e["indirect_jump"][0] for e in json.loads(t.stdout) if e["cell"] == "off"} == {"plain"}
     # nothing left: no guest, no exchange dir
     assert not list((state / "vlab" / "runs").iterdir())
