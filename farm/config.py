@@ -67,3 +67,14 @@ def kernel_cache_max() -> int:
     if os.environ.get("FARM_KERNEL_CACHE_MAX") is not None:
         return parse_size(os.environ["FARM_KERNEL_CACHE_MAX"], "FARM_KERNEL_CACHE_MAX")
     return parse_size(_config().get("kernel_cache_max", DEFAULT_KERNEL_CACHE_MAX), "kernel_cache_max in the farm config")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of that pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -28,6 +28,24 @@ def test_selection_by_facts_skips_quarantined_hosts_but_not_named_ones():
         parse_where("colour=red")
 
 
+def test_a_jobs_targets_cells_pick_hosts_by_the_cell_their_worker_registered(job_file):
+    from farm.errors import BadInput
+    from farm.queue.submit import selection_for
+    from farm.spec import load_spec
+    hosts = {"i1": {"facts": {**INTEL, "cell": {"name": "lfence"}}, "health": "healthy"},
+             "a1": {"facts": {**AMD, "cell": {"name": "default"}}, "health": "healthy"},
+             "a2": {"facts": {**AMD, "hostname": "a2"}, "health": "healthy"}}  # an older worker: no cell
+    spec = load_spec(job_file(topologies=["indirect"], targets={"cells": ["lfence", "off"]}))
+    assert select_hosts(hosts, selection_for(spec)) == ["i1"]
+    spec = load_spec(job_file(topologies=["indirect"], targets={"cells": ["default"], "vendor": "amd"}))
+    assert select_hosts(hosts, selection_for(spec)) == ["a1"]
+    assert select_hosts(hosts, selection_for(load_spec(job_file(topologies=["indirect"])))) == ["a1", "a2", "i1"]
+    assert select_hosts(hosts, Selection(parse_where("cell=l*"))) == ["i1"]
+    with pytest.raises(BadInput, match="cannot also pick cells"):
+        selection_for(load_spec(job_file(topologies=["indirect"],
+                                         targets={"cells": ["lfence"], "any": True, "hw_class": "amd-zen4"})))
+
+
 def test_a_lost_run_is_a_failing_result_with_one_host_lost_finding():
     r = lost_result({"run_id": "s1.a1", "job": "smoke", "submission": "s1"}, AMD, "heartbeat stopped")
     assert r["verdict"] == "fail" and [f["kind"] for f in r["findings"]] == ["host-lost"]

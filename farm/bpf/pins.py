@@ -13,6 +13,7 @@ import signal
 from pathlib import Path
 
 from farm.bpf.loader import FARM_PIN_ROOT, remove_pins
+from farm.config import pid_alive
 
 _OWNER = re.compile(r"-p(\d+)$")
 
@@ -24,16 +25,6 @@ def run_pin_dir(run_id: str) -> Path:
     return FARM_PIN_ROOT / f"{safe}-p{os.getpid()}"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def sweep_stale() -> list[Path]:
     """Remove run directories whose owning process no longer exists."""
     removed = []
@@ -41,7 +32,7 @@ def sweep_stale() -> list[Path]:
         return removed
     for d in FARM_PIN_ROOT.iterdir():
         m = _OWNER.search(d.name)
-        if m and not _alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             remove_pins(d)
             removed.append(d)
     return removed

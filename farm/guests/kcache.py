@@ -28,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from farm.config import state_dir
+from farm.config import pid_alive, state_dir
 from farm.errors import InfraError
 
 IN_USE = "in-use.lock"
@@ -246,7 +246,7 @@ def _trash_leftovers(now: float) -> None:
     for d in kernels_dir().iterdir():
         m = re.fullmatch(r"\.unpack-.+-(\d+)-[0-9a-f]{8}", d.name)
         try:
-            if m and not _alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 _to_trash(d)
             elif not d.name.startswith(".") and d.is_dir() and not (d / "ok").exists() \
                     and d.stat().st_mtime < now - STALE_PARTIAL_S:
@@ -255,11 +255,3 @@ def _trash_leftovers(now: float) -> None:
             pass  # its owner finished or removed it meanwhile
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

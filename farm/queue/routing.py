@@ -22,6 +22,7 @@ class Selection:
     hosts: tuple[str, ...] = ()
     all: bool = False
     any_of_class: str | None = None
+    cells: tuple[str, ...] = ()  # mitigation cells a host must be booted in (its registered cell's name)
 
 
 def parse_where(text: str) -> tuple[tuple[str, str], ...]:
@@ -32,14 +33,19 @@ def parse_where(text: str) -> tuple[tuple[str, str], ...]:
         if not sep or not key.strip() or not value.strip():
             raise ValueError(f"{part!r} is not fact=value")
         key = key.strip()
-        if key not in ("vendor", "hw_class", "model", "family", "kernel", "hostname"):
-            raise ValueError(f"unknown fact {key!r} (use vendor, hw_class, model, family, kernel, hostname)")
+        if key not in ("vendor", "hw_class", "model", "family", "kernel", "hostname", "cell"):
+            raise ValueError(f"unknown fact {key!r} (use vendor, hw_class, model, family, kernel, hostname, cell)")
         pairs.append((key, value.strip()))
     return tuple(pairs)
 
 
+def host_cell(host: dict) -> str | None:
+    """The mitigation cell a worker registered (farm.queue.daemons.boot_cell)."""
+    return (host.get("cell") or {}).get("name")
+
+
 def _matches(host: dict, fact: str, want: str) -> bool:
-    have = host.get(fact)
+    have = host_cell(host) if fact == "cell" else host.get(fact)
     if fact == "vendor":
         return want in (have, vendor_short(have or ""))
     return fnmatch(str(have), want)
@@ -57,6 +63,8 @@ def select_hosts(hosts: dict[str, dict], sel: Selection) -> list[str]:
     out = []
     for name, h in sorted(hosts.items()):
         if h.get("health") == "quarantined":
+            continue
+        if sel.cells and host_cell(h["facts"]) not in sel.cells:
             continue
         if all(_matches(h["facts"], f, v) for f, v in sel.where):
             out.append(name)

@@ -21,9 +21,11 @@ def selection_for(spec: JobSpec, where=(), hosts=(), all_hosts=False) -> Selecti
         return Selection(tuple(where), tuple(hosts), all_hosts)
     t = spec.targets
     if t.any:
+        if t.cells:  # the class's queue is served by its hosts of every cell
+            raise BadInput("targets: any: true goes to a class's queue and cannot also pick cells")
         return Selection(any_of_class=t.hw_class)
     pairs = [(k, str(v)) for k, v in (("vendor", t.vendor), ("hw_class", t.hw_class), ("model", t.model)) if v]
-    return Selection(tuple(pairs), tuple(t.hosts or ()), t.all)
+    return Selection(tuple(pairs), tuple(t.hosts or ()), t.all, cells=tuple(t.cells or ()))
 
 
 def submit(app, reg: Registry, spec: JobSpec, spec_text: str, sel: Selection,
