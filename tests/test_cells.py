@@ -55,8 +55,23 @@ ffffffffc03977d6:\tc3                   \tret
 ffffffffc03977d7:\tcc                   \tint3
 """
 
+# Debian's 6.12.107 in a Skylake-Server guest booted with spectre_v2=retpoline retbleed=stuff
+GUEST_STUFF = """\
+ffffffffc035d88e:\t48 8b 49 30          \tmov    0x30(%rcx),%rcx
+ffffffffc035d892:\t48 83 c1 10          \tadd    $0x10,%rcx
+ffffffffc035d896:\te9 85 a1 18 f9       \tjmp    0xffffffffb94e7a20\t<__x86_indirect_jump_thunk_rcx>
+ffffffffc035d918:\te9 f3 a3 18 f9       \tjmp    0xffffffffb94e7d10\t<call_depth_return_thunk>
+"""
+# ... and Debian's 6.1.0-57 there, which ignores retbleed=stuff: ITS return thunks
+GUEST_6_1_SKYLAKE = """\
+ffffffffc0185762:\te9 39 be 27 f5       \tjmp    0xffffffffb54015a0\t<__x86_indirect_thunk_rcx>
+ffffffffc01857c8:\te9 53 c5 27 f5       \tjmp    0xffffffffb5401d20\t<its_return_thunk>
+"""
+
 
 def test_each_real_listing_is_classified_as_the_path_the_kernel_chose():
+    assert classify([GUEST_STUFF]) == {"indirect_jump": "call-depth", "return": "call-depth"}
+    assert classify([GUEST_6_1_SKYLAKE]) == {"indirect_jump": "retpoline", "return": "its"}
     assert classify([HOST_6_18]) == {"indirect_jump": "retpoline", "return": "srso"}
     assert classify([GUEST_LFENCE]) == {"indirect_jump": "lfence", "return": "srso"}
     assert classify([GUEST_OFF]) == {"indirect_jump": "plain", "return": "ret"}
