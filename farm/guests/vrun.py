@@ -164,6 +164,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             if store:
                 store_results([(json.loads((xchg / "result.json").read_text()), artifacts)])
             say(run.log.strip()[-GUEST_SUMMARY_CHARS:] or f"exit {run.exit_code}")  # the guest's summary, its error row too
+            say(f"artifacts here: {artifacts}")  # the summary's own path was the guest's, gone with it
             return run.exit_code
         if run.exit_code is not None:  # farm run itself refused (bad spec for this guest, ...)
             say(run.log.strip()[-GUEST_SUMMARY_CHARS:])
