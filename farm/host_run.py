@@ -17,6 +17,7 @@ from pathlib import Path
 from farm import cellproof, facts as facts_mod
 from farm.bpf import jit, mitigation
 from farm.bpf.corpus import TOPOLOGIES
+from farm.bpf.libbpf import Unsupported
 from farm.bpf.loader import LoadedTopology, ensure_bpffs, load_topology, remove_pins
 from farm.bpf.toolchain import LoadError, require_tool
 from farm.bpf.pins import PinGuard, run_pin_dir, sweep_stale
@@ -128,6 +129,9 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
             try:
                 loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
                                             pin_root / topology_key(i, t.name), source=t.source))
+            except Unsupported as e:  # never a finding, never a pass: named in the result
+                result.unsupported.append({"topology": topology_key(i, t.name), "reason": str(e)})
+                remove_pins(pin_root / topology_key(i, t.name))
             except LoadError as e:
                 result.findings.append(Finding(
                     "load-error", f"load-error: {t.name}", str(e),

@@ -1,6 +1,6 @@
-"""Result and Finding records, serialised as the schema-2 JSON that
-docs/architecture.md describes (schema 1: the same without host.cell and
-cell_miss, still read)."""
+"""Result and Finding records, serialised as the schema-3 JSON that
+docs/architecture.md describes (schema 2: the same without `unsupported`;
+schema 1: also without host.cell and cell_miss; both still read)."""
 from __future__ import annotations
 
 import json
@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
-SCHEMA = 2
-READABLE_SCHEMAS = (1, 2)  # what from_dict, `farm ingest` and the store read
+SCHEMA = 3
+READABLE_SCHEMAS = (1, 2, 3)  # what from_dict, `farm ingest` and the store read
 
 # how much of a log (the verifier's, bpftool's, a guest console's) a finding's detail keeps
 LOG_TAIL_CHARS = 8000
@@ -17,7 +17,7 @@ LOG_TAIL_CHARS = 8000
 FINDING_KINDS = (
     "wrong-target", "missed-tail-call", "tail-call-count", "stack-corruption",
     "kernel-oops", "kernel-bug", "kernel-warning", "lockup", "taint", "hang",
-    "host-lost", "load-error",
+    "host-lost", "load-error", "trampoline-count",
 )
 # About the lab, not the kernel under test (a crash that took the host down is its own finding)
 INFRA_KINDS = frozenset({"host-lost"})
@@ -85,20 +85,24 @@ class Stats:
         return cls(**d)
 
 
-def coverage_gap(stats: Stats) -> str | None:
+def coverage_gap(stats: Stats, unsupported: list[dict] = ()) -> str | None:
     """What a run left unverified, in one line; None when every topology had
-    tail calls verified and no window went unjudged (the only way to a pass)."""
+    tail calls verified and no window went unjudged (the only way to a pass).
+    Topologies this kernel cannot run at all are named with its reason."""
+    head = ["unsupported here: " + "; ".join(f"{u['topology']} ({u['reason']})" for u in unsupported)] \
+        if unsupported else []
+    skip = {u["topology"] for u in unsupported}
     if not stats.per_topology:
-        return "nothing was verified: no topology ran"
+        return "; ".join(head + ["nothing was verified: no topology ran"])
     gaps = []
     bare = [f"{k} ({t.windows} windows{f', {t.windows_unjudged} unjudged' if t.windows_unjudged else ''})"
-            for k, t in stats.per_topology.items() if t.tail_calls_verified == 0]
+            for k, t in stats.per_topology.items() if t.tail_calls_verified == 0 and k not in skip]
     if bare:
         gaps.append(f"no verified tail calls in {', '.join(bare)}")
     if stats.windows_unjudged:
         gaps.append(f"{stats.windows_unjudged} of {stats.windows} windows unjudged "
                     "(the generation log no longer reached back)")
-    return "not verified: " + "; ".join(gaps) if gaps else None
+    return "; ".join(head + (["not verified: " + "; ".join(gaps)] if gaps else [])) or None
 
 
 @dataclass
@@ -118,6 +122,9 @@ class Result:
     # why the run does not prove the mitigation cell it was asked to reach
     # (farm.cellproof.proof_gap); absent otherwise
     cell_miss: str | None = None
+    # topologies this host's kernel cannot run at all, for a reason that is
+    # not the bug under test: [{"topology": "<index>-<name>", "reason": ...}]
+    unsupported: list[dict] = field(default_factory=list)
 
     def settle_verdict(self) -> str:
         """error beats fail beats pass, and a pass needs evidence: a run with
@@ -129,7 +136,7 @@ class Result:
         but a crash in the wrong cell is still a crash, so findings keep the
         fail (exit 1) and the miss rides in `unverified`.
         Settling again gives the same verdict and text."""
-        gap = "; ".join(filter(None, [self.cell_miss, coverage_gap(self.stats)])) or None
+        gap = "; ".join(filter(None, [self.cell_miss, coverage_gap(self.stats, self.unsupported)])) or None
         if gap and not self.error and not self.findings:
             self.error = gap  # nothing broke, but nothing proves a pass either
         self.unverified = gap

@@ -160,7 +160,7 @@ def test_a_missed_cell_never_passes_but_a_finding_in_it_is_still_a_fail():
     assert r.settle_verdict() == "fail"  # settling again changes nothing
 
 
-def test_a_schema_1_result_without_a_cell_still_loads_and_schema_2_round_trips():
+def test_a_schema_1_result_without_a_cell_still_loads_and_schema_3_round_trips():
     old = json.loads((FIXTURES / "results" / "pass.json").read_text())
     assert old["schema"] == 1 and "cell" not in old["host"]
     assert Result.from_dict(old).verdict == "pass"
@@ -168,9 +168,9 @@ def test_a_schema_1_result_without_a_cell_still_loads_and_schema_2_round_trips()
     r.host = {"cell": {"name": "off", "indirect_jump": "retpoline"}}
     r.settle_verdict()
     d = json.loads(json.dumps(r.to_dict()))
-    assert d["schema"] == 2 and Result.from_dict(d).to_dict() == d
+    assert d["schema"] == 3 and Result.from_dict(d).to_dict() == d
     with pytest.raises(ValueError):
-        Result.from_dict({**d, "schema": 3})
+        Result.from_dict({**d, "schema": 4})
 
 
 def test_farm_run_refuses_an_unknown_cell_in_one_line(job_file):

@@ -32,7 +32,7 @@ def kinds(result) -> set[str]:
 def test_churn_on_all_cpus_gives_zero_findings_and_a_full_result(job_file, tmp_path, no_leaks):
     proc, r = run_job(job_file, tmp_path, duration="4s", topologies=ALL_TOPOLOGIES)
     assert proc.returncode == 0, proc.stderr + json.dumps(r and r["findings"], indent=1)
-    assert r["schema"] == 2 and r["verdict"] == "pass" and r["findings"] == []
+    assert r["schema"] == 3 and r["verdict"] == "pass" and r["findings"] == []
     assert r["host"]["vendor"] in ("GenuineIntel", "AuthenticAMD")
     assert set(r["host"]) == {"hostname", "vendor", "family", "model", "stepping", "model_name",
                               "microcode", "kernel", "spectre_v2", "hw_class", "cell"}

@@ -48,7 +48,7 @@ def assert_recorded_error(proc, result, *phrases: str) -> None:
     assert "Traceback" not in proc.stderr, proc.stderr
     assert proc.returncode == 3, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
     assert result is not None, "no --json result was written"
-    assert result["schema"] == 2 and result["verdict"] == "error", result
+    assert result["schema"] == 3 and result["verdict"] == "error", result
     for p in phrases:
         assert p in result["error"], result["error"]
 

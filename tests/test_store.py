@@ -495,7 +495,7 @@ def test_bad_triage_input_is_one_line_and_exit_2(tmp_path, args, says):
 
 def test_a_file_that_is_not_a_result_is_refused(tmp_path):
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"schema": 3}))
+    bad.write_text(json.dumps({"schema": 4}))
     out = farm(tmp_path, "ingest", str(bad))
-    assert out.returncode == 2 and out.stderr == f"farm: {bad}: item 0 is not a farm result of schema 1 or 2\n", \
+    assert out.returncode == 2 and out.stderr == f"farm: {bad}: item 0 is not a farm result of schema 1 or 2 or 3\n", \
         out.stderr

@@ -16,6 +16,10 @@ MAX_DEPTH = 63  # the corpus's own bound on chains
 EMPTY = -1      # "the slot held no program"
 
 C_ENTRIES, C_CANARY_BAD, C_FALL, C_HIT = 0, 1, 8, 16
+# counted by trampoline topologies: calls of the traced subprog (by the
+# subprog itself), fentry and fexit runs, runs of an fentry on a tail-call
+# target's own entry (tail calls must bypass it), freplace runs
+C_SUBCALL, C_FENTRY, C_FEXIT, C_TAIL_TRAMP, C_EXT = 2, 3, 4, 5, 6
 C_DEPTH = C_HIT + MAX_SLOTS * 16
 C_NR = C_DEPTH + MAX_DEPTH + 1
 
@@ -33,6 +37,34 @@ def target_id(slot: int, k: int) -> int:
 
 
 @dataclass(frozen=True)
+class Hook:
+    """A program attached through a trampoline to the topology's own
+    programs, and the exact count the oracle expects of it in every window."""
+    kind: str        # fentry | fexit
+    program: str     # its program in progs/hooks.bpf.c
+    on: str          # whose function it traces: "all" programs, "entry" or the "targets"
+    function: str    # the traced function: a subprog's name, or "" for the program itself
+    counter: int     # the stats counter it bumps
+    expect: str      # its count equals the traced subprog's "calls", the "entries", or "none"
+
+    @property
+    def attach_type(self) -> int:
+        return {"fentry": 24, "fexit": 25}[self.kind]  # BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+
+    @property
+    def describe(self) -> str:
+        where = f"{self.function} of {'every program' if self.on == 'all' else self.on}" if self.function \
+            else f"the {'entry' if self.on == 'entry' else 'tail-call targets'} itself"
+        return f"{self.kind} on {where}"
+
+
+FENTRY_SUB = Hook("fentry", "fentry_sub", "all", "subprog_tail", C_FENTRY, "calls")
+FEXIT_SUB = Hook("fexit", "fexit_sub", "all", "subprog_tail", C_FEXIT, "calls")
+FENTRY_ENTRY = Hook("fentry", "fentry_main", "entry", "", C_FENTRY, "entries")
+FENTRY_TARGETS = Hook("fentry", "fentry_tail_target", "targets", "", C_TAIL_TRAMP, "none")
+
+
+@dataclass(frozen=True)
 class Topology:
     name: str
     shape: str          # single: one tail call per run; chain; hierarchy
@@ -40,10 +72,16 @@ class Topology:
     multi_slot: bool    # may use up to MAX_SLOTS slots
     faults: tuple[str, ...] = ()
     summary: str = ""
+    hooks: tuple[Hook, ...] = ()
+    selftest: str = ""  # the kernel selftest (prog_tests/tailcalls.c) it stands for
 
     @property
     def source(self) -> Path:
         return PROGS_DIR / f"{self.name}.bpf.c"
+
+    @property
+    def needs_trampolines(self) -> bool:
+        return bool(self.hooks)
 
     @property
     def expected_depth(self) -> int | None:
@@ -70,4 +108,29 @@ TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (
              summary="256-byte frames with canaries around a tail call from a subprog"),
     Topology("unaligned-stack", "chain", "direct", False,
              summary="odd stack sizes around bpf2bpf calls and a chain: 33, data intact"),
+    # Trampolines on the tail-calling subprog must neither reset nor leak the
+    # tail-call counter ("bpf, x64: Fix tailcall infinite loop", 6.6; "Fix
+    # tailcall hierarchy", 6.10): still exactly 33 tail calls, and every
+    # fentry/fexit runs once per call of the traced function.
+    Topology("fentry", "chain", "direct", False, hooks=(FENTRY_SUB,),
+             selftest="tailcall_bpf2bpf_fentry",
+             summary="bpf2bpf-count with fentry on subprog_tail: 33, fentry once per call"),
+    Topology("fexit", "chain", "direct", False, hooks=(FEXIT_SUB,),
+             selftest="tailcall_bpf2bpf_fexit",
+             summary="bpf2bpf-count with fexit on subprog_tail: 33, fexit once per call"),
+    Topology("fentry-fexit", "chain", "direct", False, hooks=(FENTRY_SUB, FEXIT_SUB),
+             selftest="tailcall_bpf2bpf_fentry_fexit",
+             summary="bpf2bpf-count with fentry and fexit on subprog_tail"),
+    Topology("fentry-entry", "chain", "direct", False, hooks=(FENTRY_ENTRY, FENTRY_TARGETS),
+             selftest="tailcall_bpf2bpf_fentry_entry",
+             summary="fentry on the entry (once per run) and on every target (never: tail calls bypass it)"),
+    Topology("hierarchy-fentry", "hierarchy", "direct", False, hooks=(FENTRY_SUB,),
+             selftest="tailcall_bpf2bpf_hierarchy_fentry",
+             summary="hierarchy with fentry on subprog_tail: 33 tail calls, fentry twice per program run"),
+    Topology("hierarchy-fexit", "hierarchy", "direct", False, hooks=(FEXIT_SUB,),
+             selftest="tailcall_bpf2bpf_hierarchy_fexit",
+             summary="hierarchy with fexit on subprog_tail"),
+    Topology("hierarchy-fentry-fexit", "hierarchy", "direct", False, hooks=(FENTRY_SUB, FEXIT_SUB),
+             selftest="tailcall_bpf2bpf_hierarchy_fentry_fexit",
+             summary="hierarchy with fentry and fexit on subprog_tail"),
 )}

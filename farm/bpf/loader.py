@@ -12,6 +12,7 @@ from farm.bpf import syscall
 from farm.bpf.corpus import (C_NR, PROGS_DIR, TARGETS_PER_SLOT, Topology,
                              target_id, target_name)
 from farm.bpf.custom import custom_object
+from farm.bpf.hooks import attach_hooks
 from farm.bpf.toolchain import (BPF_CFLAGS, LoadError, cache_root, cached_build, clang_version,
                                  content_key, require_tool, slot_defines)
 from farm.errors import InfraError
@@ -27,26 +28,34 @@ def bpf_cache_dir() -> Path:
 
 def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Path:
     """The object file for this topology variant, compiled once per content."""
+    return compile_source(topo.source, slots, fault)
+
+
+def compile_source(source: Path, slots: int = 1, fault: str | None = None) -> Path:
+    """A corpus source compiled once per content: the key covers every file
+    of the corpus, since sources include each other (fentry.bpf.c is
+    bpf2bpf-count.bpf.c, traced)."""
     clang = require_tool("clang")
     flags = [*BPF_CFLAGS, "-I", str(PROGS_DIR), "-I", "/usr/include/x86_64-linux-gnu", *slot_defines(slots, fault)]
-    key = content_key(topo.source.read_bytes(), *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.h"))),
+    key = content_key(source.name, *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.[ch]"))),
                       " ".join(flags), clang_version(clang))
-    out = bpf_cache_dir() / f"{topo.name}-{key}.o"
+    name = source.name.removesuffix(".bpf.c")
+    out = bpf_cache_dir() / f"{name}-{key}.o"
 
     def build(tmp: Path) -> None:
-        proc = subprocess.run([clang, *flags, "-c", str(topo.source), "-o", str(tmp)],
+        proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(tmp)],
                               capture_output=True, text=True)
         if proc.returncode == 0:
             return
         # A program that does not compile is a load-error finding; a cache
         # clang cannot write to (disk full, read-only) is the lab's fault.
         # Compiling again to /dev/null tells the two apart.
-        if subprocess.run([clang, *flags, "-c", str(topo.source), "-o", os.devnull],
+        if subprocess.run([clang, *flags, "-c", str(source), "-o", os.devnull],
                           capture_output=True).returncode == 0:
             why = next((ln.strip() for ln in proc.stderr.splitlines() if "error" in ln[:80].lower()
                         and not ln.lstrip().startswith("#")), _last_error_line(proc.stderr))
-            raise InfraError(f"cannot write the compiled {topo.name} to the cache {out.parent}: {why}")
-        raise LoadError(f"clang failed on {topo.source.name}", proc.stderr)
+            raise InfraError(f"cannot write the compiled {name} to the cache {out.parent}: {why}")
+        raise LoadError(f"clang failed on {source.name}", proc.stderr)
     return cached_build(out, build, "compiled BPF objects")
 
 
@@ -90,6 +99,7 @@ class LoadedTopology:
     prog_fds: dict[str, int] = field(default_factory=dict)
     jmp_table_fd: int = -1
     stats_fd: int = -1
+    hooks: list = field(default_factory=list)  # farm.bpf.hooks.Attached: closed with the rest
 
     @property
     def label(self) -> str:
@@ -107,6 +117,9 @@ class LoadedTopology:
         return syscall.PerCpuCounters(self.stats_fd, C_NR)
 
     def close(self) -> None:
+        for h in self.hooks:  # links first: they hold the programs they attach to
+            h.close()
+        self.hooks.clear()
         for fd in (*self.prog_fds.values(), self.jmp_table_fd, self.stats_fd):
             if fd >= 0:
                 os.close(fd)
@@ -140,6 +153,8 @@ def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path,
                 raise LoadError(f"custom source for {topo.name} lacks {', '.join(missing)}")
         lt.jmp_table_fd = syscall.obj_get(str(pin_dir / "maps" / "jmp_table"))
         lt.stats_fd = syscall.obj_get(str(pin_dir / "maps" / "stats"))
+        if topo.hooks:
+            attach_hooks(lt)
     except Exception:
         lt.close()
         raise

@@ -16,10 +16,11 @@ SYS_BPF = 321  # x86-64
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM = 1, 2, 3
 BPF_PROG_TEST_RUN, BPF_OBJ_GET, BPF_OBJ_GET_INFO_BY_FD = 10, 7, 15
 BPF_PROG_GET_NEXT_ID, BPF_PROG_GET_FD_BY_ID = 11, 13
+BPF_OBJ_PIN, BPF_RAW_TRACEPOINT_OPEN, BPF_LINK_CREATE = 6, 17, 28
 BPF_ANY = 0
 
 _CMD_NAMES = {1: "MAP_LOOKUP_ELEM", 2: "MAP_UPDATE_ELEM", 3: "MAP_DELETE_ELEM",
-              7: "OBJ_GET", 10: "PROG_TEST_RUN", 11: "PROG_GET_NEXT_ID",
+              6: "OBJ_PIN", 7: "OBJ_GET", 17: "RAW_TRACEPOINT_OPEN", 28: "LINK_CREATE", 10: "PROG_TEST_RUN", 11: "PROG_GET_NEXT_ID",
               13: "PROG_GET_FD_BY_ID", 15: "OBJ_GET_INFO_BY_FD"}
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -95,6 +96,29 @@ def obj_get(path: str) -> int:
     raw = ctypes.create_string_buffer(os.fsencode(path))
     attr = ObjGetAttr(pathname=ctypes.addressof(raw))
     return bpf(BPF_OBJ_GET, attr, path)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a program, map or link at path (on bpffs)."""
+    raw = ctypes.create_string_buffer(os.fsencode(path))
+    bpf(BPF_OBJ_PIN, ObjGetAttr(pathname=ctypes.addressof(raw), bpf_fd=fd), path)
+
+
+class LinkCreateAttr(ctypes.Structure):
+    """The head of bpf_attr.link_create, padded to what the kernel reads for
+    tracing links (target_btf_id and cookie live in the union after it)."""
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("target_fd", ctypes.c_uint32),
+                ("attach_type", ctypes.c_uint32), ("flags", ctypes.c_uint32),
+                ("target_btf_id", ctypes.c_uint32), ("_pad", ctypes.c_uint32),
+                ("cookie", ctypes.c_uint64), ("_rest", ctypes.c_uint64 * 4)]
+
+
+def link_create(prog_fd: int, attach_type: int, what: str) -> int:
+    """A BPF link for a tracing (fentry/fexit) or extension (freplace)
+    program whose target was fixed at load time; the caller owns the fd.
+    The link is the attachment: closing its last fd (and unpinning it)
+    detaches the program."""
+    return bpf(BPF_LINK_CREATE, LinkCreateAttr(prog_fd=prog_fd, attach_type=attach_type), what)
 
 
 def prog_fd_by_id(prog_id: int) -> int:

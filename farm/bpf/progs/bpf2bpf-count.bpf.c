@@ -4,6 +4,7 @@
 
 static __noinline int subprog_tail(struct __sk_buff *skb)
 {
+	traced_call();
 	bpf_tail_call_static(skb, &jmp_table, 0);
 	return fell();
 }

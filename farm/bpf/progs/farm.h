@@ -30,6 +30,11 @@ static __always_inline int fell(void)
 /* Counter layout (u64 indices in one per-CPU value). */
 #define C_ENTRIES 0
 #define C_CANARY_BAD 1
+#define C_SUBCALL 2                    /* calls of a traced subprog */
+#define C_FENTRY 3
+#define C_FEXIT 4
+#define C_TAIL_TRAMP 5                 /* an fentry on a tail-call target ran */
+#define C_EXT 6                        /* a freplace program ran */
 #define C_FALL 8                       /* + slot */
 #define C_HIT 16                       /* + slot * 16 + target id */
 #define C_DEPTH (C_HIT + FARM_MAX_SLOTS * 16) /* + depth, 0..FARM_MAX_DEPTH */
@@ -103,6 +108,15 @@ static __always_inline __u32 hit(__u32 id)
 		count(C_HIT + (sc->slot & (FARM_MAX_SLOTS - 1)) * 16 + id);
 	}
 	return depth;
+}
+
+/* In a traced topology (FARM_TRACED), the tail-calling subprog counts its
+ * own calls: what every fentry and fexit on it must match exactly. */
+static __always_inline void traced_call(void)
+{
+#ifdef FARM_TRACED
+	count(C_SUBCALL);
+#endif
 }
 
 static __always_inline void record_depth(__u32 depth)
