@@ -15,7 +15,7 @@ ENGINE_RATES = {"engine_updates_per_s", "c_updates_per_s", "bpftool_updates_per_
 KEYS = {
     "engine.py": {"cpu", "seconds", "repeat", "direct-main", "indirect", "update_ratio_vs_c",
                   "update_ratio_vs_c_indirect", "update_ratio_vs_bpftool", "verified_tail_calls_per_s",
-                  "raw_tail_calls_per_s", "verified_ratio_vs_raw"},
+                  "raw_tail_calls_per_s", "verified_ratio_vs_raw", "fentry"},
     "queue.py": {"p50_ms", "p95_ms", "latency_samples", "fanout_tasks", "workers", "fanout_s"},
     "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
                  "target_matrix_s"},
@@ -46,6 +46,12 @@ def test_the_engine_bench_runs():
     for topology in ("direct-main", "indirect"):
         assert set(out[topology]) == ENGINE_RATES and all(v > 0 for v in out[topology].values())
     assert out["verified_tail_calls_per_s"] > 0
+    # this host's kernel may refuse trampolines: then the bench says why, never a rate
+    fentry = out["fentry"]
+    if "unsupported" in fentry:
+        assert "the kernel cannot load it" in fentry["unsupported"], fentry
+    else:
+        assert fentry["verified_tail_calls_per_s"] > 0 and fentry["raw_tail_calls_per_s"] > 0, fentry
 
 
 @pytest.mark.slow

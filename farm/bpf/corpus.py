@@ -19,7 +19,7 @@ C_ENTRIES, C_CANARY_BAD, C_FALL, C_HIT = 0, 1, 8, 16
 # counted by trampoline topologies: calls of the traced subprog (by the
 # subprog itself), fentry and fexit runs, runs of an fentry on a tail-call
 # target's own entry (tail calls must bypass it), freplace runs
-C_SUBCALL, C_FENTRY, C_FEXIT, C_TAIL_TRAMP, C_EXT = 2, 3, 4, 5, 6
+C_SUBCALL, C_FENTRY, C_FEXIT, C_TAIL_TRAMP, C_EXT, C_BODY = 2, 3, 4, 5, 6, 7
 C_DEPTH = C_HIT + MAX_SLOTS * 16
 C_NR = C_DEPTH + MAX_DEPTH + 1
 
@@ -40,19 +40,24 @@ def target_id(slot: int, k: int) -> int:
 class Hook:
     """A program attached through a trampoline to the topology's own
     programs, and the exact count the oracle expects of it in every window."""
-    kind: str        # fentry | fexit
-    program: str     # its program in progs/hooks.bpf.c
+    kind: str        # fentry | fexit | freplace
+    program: str     # its program in progs/hooks.bpf.c (a head: in the topology's .ext.bpf.c)
     on: str          # whose function it traces: "all" programs, "entry" or the "targets"
     function: str    # the traced function: a subprog's name, or "" for the program itself
     counter: int     # the stats counter it bumps
-    expect: str      # its count equals the traced subprog's "calls", the "entries", or "none"
+    # its count equals the traced subprog's "calls", the "entries" (runs),
+    # the runs of the entry's own "bodies", or "none"
+    expect: str
 
     @property
     def attach_type(self) -> int:
-        return {"fentry": 24, "fexit": 25}[self.kind]  # BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+        # BPF_TRACE_FENTRY, BPF_TRACE_FEXIT; an extension's link takes none
+        return {"fentry": 24, "fexit": 25, "freplace": 0}[self.kind]
 
     @property
     def describe(self) -> str:
+        if self.kind == "freplace":
+            return f"freplace of {self.function}"
         where = f"{self.function} of {'every program' if self.on == 'all' else self.on}" if self.function \
             else f"the {'entry' if self.on == 'entry' else 'tail-call targets'} itself"
         return f"{self.kind} on {where}"
@@ -62,6 +67,10 @@ FENTRY_SUB = Hook("fentry", "fentry_sub", "all", "subprog_tail", C_FENTRY, "call
 FEXIT_SUB = Hook("fexit", "fexit_sub", "all", "subprog_tail", C_FEXIT, "calls")
 FENTRY_ENTRY = Hook("fentry", "fentry_main", "entry", "", C_FENTRY, "entries")
 FENTRY_TARGETS = Hook("fentry", "fentry_tail_target", "targets", "", C_TAIL_TRAMP, "none")
+# Heads of hosted topologies: the program that replaces (freplace) or traces
+# (fentry) the tc entry and starts the chain (farm.bpf.hooks.attach_hosted).
+FREPLACE_HEAD = Hook("freplace", "ext_head", "entry", "subprog_ext", C_EXT, "entries")
+FENTRY_HEAD = Hook("fentry", "ext_head", "entry", "", C_FENTRY, "bodies")
 
 
 @dataclass(frozen=True)
@@ -74,14 +83,25 @@ class Topology:
     summary: str = ""
     hooks: tuple[Hook, ...] = ()
     selftest: str = ""  # the kernel selftest (prog_tests/tailcalls.c) it stands for
+    # a hosted topology: its head (freplace or fentry on the tc entry) comes
+    # from <name>.ext.bpf.c, and its targets too when the tc object has none
+    head: Hook | None = None
 
     @property
     def source(self) -> Path:
         return PROGS_DIR / f"{self.name}.bpf.c"
 
     @property
+    def ext_source(self) -> Path:
+        return PROGS_DIR / f"{self.name}.ext.bpf.c"
+
+    @property
+    def judged_hooks(self) -> tuple[Hook, ...]:
+        return self.hooks + ((self.head,) if self.head else ())
+
+    @property
     def needs_trampolines(self) -> bool:
-        return bool(self.hooks)
+        return bool(self.judged_hooks)
 
     @property
     def expected_depth(self) -> int | None:
@@ -115,7 +135,7 @@ TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (
     Topology("fentry", "chain", "direct", False, hooks=(FENTRY_SUB,),
              selftest="tailcall_bpf2bpf_fentry",
              summary="bpf2bpf-count with fentry on subprog_tail: 33, fentry once per call"),
-    Topology("fexit", "chain", "direct", False, hooks=(FEXIT_SUB,),
+    Topology("fexit", "chain", "direct", False, hooks=(FEXIT_SUB,), faults=("skip-count",),
              selftest="tailcall_bpf2bpf_fexit",
              summary="bpf2bpf-count with fexit on subprog_tail: 33, fexit once per call"),
     Topology("fentry-fexit", "chain", "direct", False, hooks=(FENTRY_SUB, FEXIT_SUB),
@@ -133,4 +153,15 @@ TOPOLOGIES: dict[str, Topology] = {t.name: t for t in (
     Topology("hierarchy-fentry-fexit", "hierarchy", "direct", False, hooks=(FENTRY_SUB, FEXIT_SUB),
              selftest="tailcall_bpf2bpf_hierarchy_fentry_fexit",
              summary="hierarchy with fentry and fexit on subprog_tail"),
+    # Tail calls inside programs that are themselves trampolines or
+    # extensions: their prog_arrays hold programs of their own kind.
+    Topology("hierarchy-fentry-entry", "hierarchy", "direct", False, head=FENTRY_HEAD,
+             selftest="tailcall_bpf2bpf_hierarchy_fentry_entry",
+             summary="an fentry on the entry runs the hierarchy among fentry programs: 33, fentry once per run"),
+    Topology("freplace", "chain", "direct", False, head=FREPLACE_HEAD, faults=("skip-count",),
+             selftest="tailcall_freplace",
+             summary="entry's subprog replaced by freplace, which starts a chain of tc targets: 33"),
+    Topology("hierarchy-freplace", "hierarchy", "direct", False, head=FREPLACE_HEAD,
+             selftest="tailcall_bpf2bpf_hierarchy_freplace",
+             summary="the freplace of entry's subprog starts the hierarchy among tc targets: 33"),
 )}

@@ -51,7 +51,6 @@ def _lib() -> ctypes.CDLL:
             ("bpf_program__set_autoload", ctypes.c_int, (_P, ctypes.c_bool)),
             ("bpf_program__set_attach_target", ctypes.c_int, (_P, ctypes.c_int, ctypes.c_char_p)),
             ("bpf_program__set_log_buf", ctypes.c_int, (_P, ctypes.c_char_p, ctypes.c_size_t)),
-            ("bpf_program__set_log_level", ctypes.c_int, (_P, ctypes.c_uint32)),
             ("bpf_program__fd", ctypes.c_int, (_P,)),
             ("bpf_map__reuse_fd", ctypes.c_int, (_P, ctypes.c_int)),
             ("bpf_map__fd", ctypes.c_int, (_P,)),
@@ -67,35 +66,47 @@ def _errno_name(err: int) -> str:
 
 
 class BpfObject:
-    """One libbpf object holding one program of a multi-program file
-    (the others are not loaded), optionally attached to a function of
-    another loaded program and sharing maps with it."""
+    """One libbpf object holding `program` (and `more` programs) of a
+    multi-program file (the others are not loaded), optionally attached to
+    a function of another loaded program and sharing maps with it."""
 
-    def __init__(self, path: Path, program: str, what: str):
+    def __init__(self, path: Path, program: str, what: str, more: tuple[str, ...] = ()):
         self.what, self.program = what, program
         lib = _lib()
         self._obj = lib.bpf_object__open_file(os.fsencode(str(path)), None)
         if not self._obj:
             raise InfraError(f"libbpf could not open {path.name}: {_errno_name(ctypes.get_errno())}")
-        self._prog = lib.bpf_object__find_program_by_name(self._obj, program.encode())
-        if not self._prog:
-            self.close()
-            raise InfraError(f"{path.name} has no program {program!r}")
+        self._progs = {}
+        for name in (program, *more):
+            self._progs[name] = lib.bpf_object__find_program_by_name(self._obj, name.encode())
+            if not self._progs[name]:
+                self.close()
+                raise InfraError(f"{path.name} has no program {name!r}")
+        self._prog = self._progs[program]
         p = None
         while p := lib.bpf_object__next_program(self._obj, p):
-            if p != self._prog:
+            if p not in self._progs.values():
                 lib.bpf_program__set_autoload(p, False)
-        self._log = ctypes.create_string_buffer(LOG_BYTES)
-        lib.bpf_program__set_log_buf(self._prog, self._log, LOG_BYTES)
-        lib.bpf_program__set_log_level(self._prog, 1)
+        # one log per program, written only when its load fails: libbpf then
+        # loads it again with the verifier's log on
+        self._logs = {}
+        for name, p in self._progs.items():
+            self._logs[name] = ctypes.create_string_buffer(LOG_BYTES)
+            lib.bpf_program__set_log_buf(p, self._logs[name], LOG_BYTES)
 
     def target(self, prog_fd: int, function: str) -> "BpfObject":
-        """Attach (at load time) to `function` of the program behind prog_fd:
-        its main function by the program's name, or one of its subprogs."""
-        if _lib().bpf_program__set_attach_target(self._prog, prog_fd, function.encode()):
-            err = ctypes.get_errno()
-            raise self._refused(err, f"no attach target {function!r} in that program")
+        """Attach (at load time) every program of this object to `function`
+        of the program behind prog_fd: its main function by the program's
+        name, or one of its subprogs."""
+        for p in self._progs.values():
+            if _lib().bpf_program__set_attach_target(p, prog_fd, function.encode()):
+                err = ctypes.get_errno()
+                raise self._refused(err, f"no attach target {function!r} in that program")
         return self
+
+    def fd(self, name: str) -> int:
+        """The fd of a loaded program of this object (owned by it)."""
+        return _lib().bpf_program__fd(self._progs[name])
 
     def share_map(self, name: str, fd: int) -> "BpfObject":
         m = _lib().bpf_object__find_map_by_name(self._obj, name.encode())
@@ -121,7 +132,7 @@ class BpfObject:
         return _lib().bpf_map__fd(m)
 
     def verifier_log(self) -> str:
-        return self._log.value.decode(errors="replace")
+        return "\n".join(b.value.decode(errors="replace") for b in self._logs.values() if b.value)
 
     def _refused(self, err: int, why: str) -> InfraError:
         name = _errno_name(err)

@@ -12,7 +12,7 @@ from farm.bpf import syscall
 from farm.bpf.corpus import (C_NR, PROGS_DIR, TARGETS_PER_SLOT, Topology,
                              target_id, target_name)
 from farm.bpf.custom import custom_object
-from farm.bpf.hooks import attach_hooks
+from farm.bpf.hooks import attach_hooks, attach_hosted
 from farm.bpf.toolchain import (BPF_CFLAGS, LoadError, cache_root, cached_build, clang_version,
                                  content_key, require_tool, slot_defines)
 from farm.errors import InfraError
@@ -153,6 +153,8 @@ def load_topology(topo: Topology, slots: int, fault: str | None, pin_dir: Path,
                 raise LoadError(f"custom source for {topo.name} lacks {', '.join(missing)}")
         lt.jmp_table_fd = syscall.obj_get(str(pin_dir / "maps" / "jmp_table"))
         lt.stats_fd = syscall.obj_get(str(pin_dir / "maps" / "stats"))
+        if topo.head:
+            attach_hosted(lt)
         if topo.hooks:
             attach_hooks(lt)
     except Exception:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from farm.bpf.corpus import (C_CANARY_BAD, C_DEPTH, C_ENTRIES, C_FALL, C_SUBCALL, EMPTY, MAX_DEPTH,
+from farm.bpf.corpus import (C_BODY, C_CANARY_BAD, C_DEPTH, C_ENTRIES, C_FALL, C_SUBCALL, EMPTY, MAX_DEPTH,
                              TARGETS_PER_SLOT, Topology, hit_index, target_id)
 from farm.result import Finding
 from farm.spec import JobSpec
@@ -121,17 +121,19 @@ def _judge_hooks(topo: Topology, label: str, delta: list[int], entries: int, pro
     """Every trampoline ran exactly as often as what it traces, on this CPU
     in this window, whatever the writers did to the slots meanwhile."""
     calls = delta[C_SUBCALL]
-    if any(h.expect == "calls" for h in topo.hooks) and calls < entries:
+    hooks = topo.judged_hooks
+    if any(h.expect == "calls" for h in hooks) and calls < entries:
         # every run calls the traced subprog at least once: fewer calls
         # would make the hooks' counts vacuous
         problem("trampoline-count", None,
                 f"{label}: subprog_tail counted {calls} calls in {entries} runs (at least one per run)",
                 observed_target="subprog_tail", expected=entries, observed=calls)
-    for hook in topo.hooks:
-        expected = {"calls": calls, "entries": entries, "none": 0}[hook.expect]
+    for hook in hooks:
+        expected = {"calls": calls, "entries": entries, "bodies": delta[C_BODY], "none": 0}[hook.expect]
         observed = delta[hook.counter]
         if observed != expected:
-            what = {"calls": "calls of subprog_tail", "entries": "runs", "none": "(tail calls bypass it)"}[hook.expect]
+            what = {"calls": "calls of subprog_tail", "entries": "runs", "bodies": "runs of the entry",
+                    "none": "(tail calls bypass it)"}[hook.expect]
             problem("trampoline-count", None,
                     f"{label}: {hook.describe} ran {observed} times, expected {expected} {what}",
                     observed_target=hook.program, hook=hook.program, expected=expected, observed=observed)

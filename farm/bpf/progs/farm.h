@@ -35,6 +35,7 @@ static __always_inline int fell(void)
 #define C_FEXIT 4
 #define C_TAIL_TRAMP 5                 /* an fentry on a tail-call target ran */
 #define C_EXT 6                        /* a freplace program ran */
+#define C_BODY 7                       /* an fentry-traced entry's own body ran */
 #define C_FALL 8                       /* + slot */
 #define C_HIT 16                       /* + slot * 16 + target id */
 #define C_DEPTH (C_HIT + FARM_MAX_SLOTS * 16) /* + depth, 0..FARM_MAX_DEPTH */

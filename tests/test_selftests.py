@@ -1,0 +1,149 @@
+"""Parity with the kernel's tail-call selftests: the trampoline (fentry,
+fexit) and freplace topologies and jobs/selftests.yaml, on this host (whose
+kernel may refuse trampolines) and in guests of Debian's 6.12 and 6.1."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import threading
+
+import pytest
+import yaml
+
+from farm.bpf.corpus import TOPOLOGIES
+from support import REPO, run_farm
+
+SELFTESTS = REPO / "jobs" / "selftests.yaml"
+TRAMPOLINE = {name for name, t in TOPOLOGIES.items() if t.needs_trampolines}
+KERNEL_6_12 = "deb:linux-image-6.12.107+deb12-amd64-unsigned"
+KERNEL_6_1 = "deb:linux-image-6.1.0-57-amd64-unsigned"
+# test-only variants: an fexit that never counts, a freplace that never counts
+FAULTS = {"name": "trampoline-faults", "duration": "2s",
+          "topologies": [{"name": "fexit", "fault": "skip-count"}, {"name": "freplace", "fault": "skip-count"}]}
+
+
+def test_selftests_yaml_runs_every_topology_of_the_corpus():
+    spec = yaml.safe_load(SELFTESTS.read_text())
+    names = [t if isinstance(t, str) else t["name"] for t in spec["topologies"]]
+    assert sorted(names) == sorted(TOPOLOGIES)
+
+
+def test_every_trampoline_topology_names_its_selftest():
+    assert TRAMPOLINE >= {"fentry", "fexit", "fentry-fexit", "fentry-entry", "hierarchy-fentry", "hierarchy-fexit",
+                          "hierarchy-fentry-fexit", "hierarchy-fentry-entry", "freplace", "hierarchy-freplace"}
+    assert all(TOPOLOGIES[n].selftest.startswith("tailcall_") for n in TRAMPOLINE)
+
+
+@pytest.mark.root
+@pytest.mark.slow
+def test_on_this_host_every_topology_its_kernel_refuses_is_unsupported_with_its_reason(tmp_path):
+    """This host's kernel (lockdown) refuses trampolines at load: the run is
+    exit 3 naming each such topology with the kernel's errno; the others
+    still ran and verified; nothing unsupported is a finding."""
+    out = tmp_path / "r.json"
+    p = run_farm("run", str(SELFTESTS), "--duration", "1s", "--json", str(out), timeout=600)
+    r = json.loads(out.read_text())
+    unsupported = {u["topology"].split("-", 1)[1]: u["reason"] for u in r["unsupported"]}
+    if not unsupported:  # a kernel that loads trampolines: everything must pass
+        assert p.returncode == 0 and r["verdict"] == "pass", p.stdout[-3000:]
+        return
+    assert set(unsupported) == TRAMPOLINE, sorted(unsupported)
+    assert all("the kernel cannot load it: EPERM" in why for why in unsupported.values()), unsupported
+    assert p.returncode == 3 and r["verdict"] == "error" and r["findings"] == [], p.stdout[-3000:]
+    assert r["error"].startswith("unsupported here: ") and all(f"-{n} (" in r["error"] for n in TRAMPOLINE)
+    ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
+    assert all(ran[n]["tail_calls_verified"] > 0 for n in set(TOPOLOGIES) - TRAMPOLINE)
+
+
+def guest_script(xchg, faults_yaml) -> str:
+    """One guest, every check: selftests.yaml, the faulty variants, then a
+    run killed mid-stress, with the links and programs left listed."""
+    from farm.guests.vrun import guest_prologue
+    py = shlex.quote(sys.executable)
+    x = shlex.quote(str(xchg))
+    return guest_prologue(xchg) + f"""
+{py} -m farm.cli run {shlex.quote(str(SELFTESTS))} --duration 3s --json {x}/selftests.json >{x}/selftests.out 2>&1
+echo $? > {x}/selftests.rc
+{py} -m farm.cli run {shlex.quote(str(faults_yaml))} --json {x}/faults.json >{x}/faults.out 2>&1
+echo $? > {x}/faults.rc
+# a run killed (SIGKILL) once its links are pinned leaves none behind
+{py} -m farm.cli run {shlex.quote(str(faults_yaml))} --duration 120s >/dev/null 2>&1 &
+pid=$!
+n=0; while [ -z "$(ls -d /sys/fs/bpf/farm/*/*/links/* 2>/dev/null)" ] && [ $n -lt 1500 ]; do sleep 0.2; n=$((n+1)); done
+bpftool -j link list > {x}/links_during.json
+kill -9 $pid
+n=0; while [ -n "$(ls /sys/fs/bpf/farm 2>/dev/null)" ] && [ $n -lt 300 ]; do sleep 0.2; n=$((n+1)); done
+n=0; while [ "$(bpftool -j link list)" != "[]" ] && [ $n -lt 100 ]; do sleep 0.2; n=$((n+1)); done
+bpftool -j link list > {x}/links_after.json
+ls -A /sys/fs/bpf/farm > {x}/pins_after.txt 2>&1
+"""
+
+
+@pytest.fixture(scope="module")
+def guests(tmp_path_factory):
+    """Both kernels' guests at once (one each, reused for every check)."""
+    from farm.guests.qemu import resolve_kernel, run_in_guest
+    base = tmp_path_factory.mktemp("selftests")
+    faults_yaml = base / "trampoline-faults.yaml"
+    faults_yaml.write_text(yaml.safe_dump(FAULTS))
+    out, errors = {}, []
+
+    def one(label, kernel):
+        try:
+            xchg = base / label
+            run = run_in_guest(guest_script(xchg, faults_yaml), xchg, "EPYC-Milan", resolve_kernel(kernel),
+                               timeout_s=2400, hostname=f"vm-{label}")
+            out[label] = (xchg, run)
+        except Exception as e:  # reported by the test, not lost in a thread
+            errors.append(f"{label}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one, args=a) for a in (("k612", KERNEL_6_12), ("k61", KERNEL_6_1))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    return out
+
+
+def _read(xchg, name):
+    path = xchg / name
+    assert path.exists(), f"{name} missing; console tail: {(xchg / 'console.log').read_text()[-3000:]}"
+    return path.read_text()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_in_debians_6_12_every_trampoline_topology_passes_with_exact_counts_under_churn(guests):
+    xchg, run = guests["k612"]
+    r = json.loads(_read(xchg, "selftests.json"))
+    assert r["host"]["kernel"].startswith("6.12.") and r["unsupported"] == []
+    assert (r["verdict"], r["findings"]) == ("pass", []), _read(xchg, "selftests.out")[-4000:]
+    ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
+    assert all(ran[n]["tail_calls_verified"] > 0 and ran[n]["windows_unjudged"] == 0 for n in TOPOLOGIES)
+    assert r["stats"]["updates"] > 0  # the slots churned meanwhile
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["k612", "k61"])
+def test_a_trampoline_that_skips_its_count_is_a_finding(guests, kernel):
+    xchg, run = guests[kernel]
+    r = json.loads(_read(xchg, "faults.json"))
+    found = {(f["kind"], f["detail"]["topology"], f["detail"].get("hook")) for f in r["findings"]}
+    assert ("trampoline-count", "fexit+skip-count", "fexit_sub") in found, r["findings"]
+    if kernel == "k612":
+        assert ("trampoline-count", "freplace+skip-count", "ext_head") in found, r["findings"]
+    assert _read(xchg, "faults.rc").strip() == "1"
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel", ["k612", "k61"])
+def test_a_run_killed_mid_stress_leaves_no_link_or_pin_behind(guests, kernel):
+    xchg, run = guests[kernel]
+    during = json.loads(_read(xchg, "links_during.json"))
+    assert any(link.get("type") in ("tracing", "extension") for link in during), during  # the test saw links
+    assert json.loads(_read(xchg, "links_after.json")) == []
+    assert _read(xchg, "pins_after.txt").strip() == ""
