@@ -48,8 +48,8 @@ def test_the_matrix_counts_every_job_class_and_kernel(store):
         ("amd-zen4", OLD): "pass", ("amd-zen4", NEW): "fail",
         ("intel-icelake", OLD): "pass", ("intel-icelake", NEW): "lost",
         ("intel-skylake-sp", OLD): "pass", ("intel-skylake-sp", NEW): "fail"}
-    assert m[("intel-icelake", NEW)].counts == {"pass": 2, "fail": 0, "lost": 1, "error": 0}
-    assert m[("amd-zen4", NEW)].counts == {"pass": 0, "fail": 2, "lost": 0, "error": 0}
+    assert m[("intel-icelake", NEW)].counts == {"pass": 2, "fail": 0, "lost": 1, "error": 0, "not-run": 0}
+    assert m[("amd-zen4", NEW)].counts == {"pass": 0, "fail": 2, "lost": 0, "error": 0, "not-run": 0}
 
 
 def test_ingest_is_idempotent_and_signatures_dedupe_across_hosts(store):
@@ -207,7 +207,7 @@ def test_lost_and_errored_runs_never_make_a_regression(store):
     store.add(lost("icx-a", K3, LATER, 202, "guest kernel died", crash=[kernel_finding()]))
     store.add(errored("icx-b", K3, LATER + timedelta(minutes=1), 203, "stress runner 4 died: signal 9",
                       [kernel_finding("pagefault-bpf-prog")]))
-    assert cells(store)[("intel-icelake", K3)].counts == {"pass": 0, "fail": 0, "lost": 1, "error": 1}
+    assert cells(store)[("intel-icelake", K3)].counts == {"pass": 0, "fail": 0, "lost": 1, "error": 1, "not-run": 0}
     found = {c.hw_class: c for c in regressions(store)}
     assert {k: c.state for k, c in found.items()} == {"amd-zen4": "regression", "amd-zen2": "flaky",
                                                      "intel-skylake-sp": "awaiting-retry"}

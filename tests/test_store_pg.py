@@ -272,3 +272,39 @@ def test_an_upgrade_from_before_cells_and_the_cell_axis(postgres_server):
     assert {(c.hw_class, c.cell): c.state for c in regressions(store)} == {
         ("amd-zen4", "lfence"): "regression", ("intel-icelake", "lfence"): "regression"}
     store.engine.dispose()
+
+
+def test_an_upgrade_from_0003_and_not_run_runs(postgres_server):
+    """A database at 0003 holding schema-3 results (the clean unsupported
+    one stored as an error), upgraded on open: it becomes not-run with its
+    list kept; then the not-run lab goes in and the matrix, the per-kernel
+    list, the lab health and the regressions read back as on SQLite."""
+    from farm.report.health import health
+    from farm.report.matrix import unsupported
+    from farm.store.db import make_engine, migrate
+    from farm.store.models import Unsupported
+    from support.old_schema import rows_at_0003
+    from support.results_lab import EPERM, T0, unsupported_run
+    from test_unsupported import FENTRY, MID, not_run_lab
+    engine = make_engine(postgres_server.url)
+    migrate(engine, "0003")
+    old = [unsupported_run("skl-a", "6.12.0", T0, 1, FENTRY),
+           unsupported_run("skl-a", "6.12.0", T0, 2, FENTRY, error="bpftool not found in PATH")]
+    with engine.begin() as c:
+        rows_at_0003(c, old)
+    engine.dispose()
+    store = open_store(postgres_server.url)
+    with store.session() as s:
+        assert [r[0] for r in s.execute(select(Run.outcome).order_by(Run.started))] == ["not-run", "error"]
+        assert s.scalar(select(func.count()).select_from(Unsupported)) == 2
+    assert ingest(store, not_run_lab()) == 19
+    m = {(e.hw_class, e.kernel): e for e in matrix(store)}
+    assert (m[("amd-zen4", MID)].status, m[("amd-zen4", MID)].counts["not-run"]) == ("not-run", 2)
+    assert m[("intel-skylake-sp", "6.12.0")].status == "error"
+    assert [(n.kernel, n.topology, n.runs) for n in unsupported(store)] == [
+        (MID, "fentry", 2), (MID, "hierarchy-fexit", 1), (NEW, "fentry", 2), ("6.12.0", "fentry", 2)]
+    assert unsupported(store)[0].reason == EPERM
+    assert (health(store).lost, health(store).errored) == (1, 2)
+    zen4 = next(c for c in regressions(store) if c.hw_class == "amd-zen4")
+    assert (zen4.state, zen4.previous_kernel) == ("regression", OLD)
+    store.engine.dispose()

@@ -12,7 +12,8 @@ from farm.result import READABLE_SCHEMAS
 
 _AGE = re.compile(r"^(\d+)\s*([smhdw])$")
 _AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-STATUS_STYLE = {"pass": "green", "fail": "red", "flaky": "yellow", "lost": "magenta", "error": "blue"}
+STATUS_STYLE = {"pass": "green", "fail": "red", "flaky": "yellow", "lost": "magenta", "error": "blue",
+                "not-run": "cyan"}
 
 
 def add_commands(sub) -> None:
@@ -107,7 +108,7 @@ def _triage(args) -> int:
         return _signatures(store, args)
     if args.view == "health":
         return _health(store, args)
-    from farm.report.matrix import matrix
+    from farm.report.matrix import matrix, unsupported
     entries = matrix(store, args.job, cell=cell)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
@@ -118,18 +119,41 @@ def _triage(args) -> int:
     from rich.console import Console
     from rich.table import Table
     t = Table(title="job x hw_class x kernel x cell")
-    for col in ("job", "hw_class", "kernel", "cell", "status", "pass", "fail", "lost", "error"):
-        t.add_column(col, justify="right" if col in ("pass", "fail", "lost", "error") else "left")
+    # not-run runs have no column of their own (80 columns fit as they are):
+    # the status says "not run", the list below the table how many and why
+    counted = ("pass", "fail", "lost", "error")
+    for col in ("job", "hw_class", "kernel", "cell", "status", *counted):
+        t.add_column(col, justify="right" if col in counted else "left", no_wrap=col == "status")
     for e in entries:
-        style = STATUS_STYLE.get(e.status, "")
-        t.add_row(e.job, e.hw_class, e.kernel, e.cell_label, f"[{style}]{e.status}[/]" if style else e.status,
-                  *(str(e.counts[k]) for k in ("pass", "fail", "lost", "error")))
-    Console().print(t)
+        style, shown = STATUS_STYLE.get(e.status, ""), e.status.replace("-", " ")
+        t.add_row(e.job, e.hw_class, e.kernel, e.cell_label, f"[{style}]{shown}[/]" if style else shown,
+                  *(str(e.counts[k]) for k in counted))
+    console = Console()
+    console.print(t)
+    _not_run(console, unsupported(store, args.job, cell=cell))
     from farm.report.health import health
     lab = health(store, args.job)
     if lab.lost or lab.errored:
         print(f"{lab.summary()} (not kernel findings; see `farm triage health`)")
     return EXIT_PASS
+
+
+def _not_run(console, found) -> None:
+    """Per kernel, what its runs could not run at all and the kernel's own
+    reason, each line wrapped to the terminal."""
+    import textwrap
+    if not found:
+        return
+    print("not run (the kernel cannot run it: no kernel finding, no lab trouble):")
+    kernel = None
+    for n in found:
+        if n.kernel != kernel:
+            kernel = n.kernel
+            print(f"  kernel {kernel}:")
+        text = (f"{n.topology} ({n.runs} run{'s' if n.runs != 1 else ''} on {', '.join(n.hw_classes)}): "
+                f"{n.reason}")
+        print(textwrap.fill(text, width=max(console.width, 40), initial_indent="    ",
+                            subsequent_indent="      ", break_on_hyphens=False))
 
 
 def _health(store, args) -> int:

@@ -1,5 +1,6 @@
 """The static triage report: index.html with the matrix (job x hw_class x
-mitigation cell by kernel), the lab's health,
+mitigation cell by kernel), what each kernel could not run and why, the
+lab's health,
 the regressions, the kernel signatures and throughput plots, and one page
 per kernel signature with where it occurs, a kernel-log sample and the JIT
 diff against a passing host.
@@ -22,7 +23,7 @@ from farm.facts import vendor_short
 from farm.report import jitdiff
 from farm.report.cell_axis import cell_label
 from farm.report.health import Health, health
-from farm.report.matrix import OUTCOMES, MatrixEntry, kernel_key, matrix
+from farm.report.matrix import OUTCOMES, MatrixEntry, NotRun, kernel_key, matrix, unsupported
 from farm.report.regressions import regressions
 from farm.report.signatures import Where, is_infra, signatures, where
 from farm.store import Store
@@ -30,7 +31,8 @@ from farm.store.models import Artifact, Finding, Host, Run, Signature
 
 # Exact, distinctive colours: the screenshot test looks for these pixels.
 COLOURS = {"pass": (46, 204, 64), "fail": (224, 36, 43), "flaky": (255, 140, 0),
-           "lost": (158, 158, 158), "error": (142, 68, 173), "none": (255, 255, 255)}
+           "lost": (158, 158, 158), "error": (142, 68, 173), "not-run": (0, 188, 212),
+           "none": (255, 255, 255)}
 KMSG_LINES = 80
 CANDIDATE_RUNS = 5   # failing runs, and passing partners for each, tried for a JIT pair
 
@@ -59,6 +61,7 @@ def render(store: Store, out_dir: Path) -> Path:
     sig_ids = {s.text: s.id for s in sigs}
     body = (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
             f"<h2>Matrix</h2>{_matrix(matrix(store))}"
+            f"<h2>Not run</h2>{_not_run(unsupported(store))}"
             f"<h2>Lab health</h2>{_health(health(store), sig_ids)}"
             f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
             f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
@@ -85,7 +88,8 @@ def _table(head: list[str], rows: list[str], cls: str = "") -> str:
 
 def entry_text(entry: MatrixEntry) -> str:
     """'2/2 pass' when every run agreed, else the counts: '1 fail 1 pass'."""
-    parts = [(o, entry.counts[o]) for o in ("fail", "error", "lost", "pass") if entry.counts[o]]
+    parts = [(o.replace("-", " "), entry.counts[o]) for o in ("fail", "error", "lost", "not-run", "pass")
+             if entry.counts[o]]
     if len(parts) == 1:
         return f"{parts[0][1]}/{entry.runs} {parts[0][0]}"
     return " ".join(f"{n} {o}" for o, n in parts)
@@ -110,13 +114,28 @@ def _matrix(entries: list[MatrixEntry]) -> str:
             e = by_kernel.get(k)
             status, text = (e.status, entry_text(e)) if e else ("none", "–")
             title = "no runs"
-            if e:  # the counts, and the JIT paths the cell reached here
-                title = "; ".join(filter(None, [", ".join(f"{e.counts[o]} {o}" for o in OUTCOMES), e.paths()]))
+            if e:  # the counts, the JIT paths the cell reached here, what could not run and why
+                title = "; ".join(filter(None, [", ".join(f"{e.counts[o]} {o}" for o in OUTCOMES
+                                                          if o != "not-run" or e.counts[o]),
+                                                e.paths(), e.not_run_text()]))
             tds.append(f'<td class="entry s-{status}" data-hw-class="{esc(cls)}" data-kernel="{esc(k)}" '
                        f'data-cell="{esc(label)}" title="{esc(title)}">{esc(text)}</td>')
         out.append(f"<tr><th>{esc(cls)}</th><th class=cell-name>{esc(label)}</th>{''.join(tds)}</tr>")
     return ("<table class=matrix><tr><th>job · vendor / class</th><th>cell</th>"
             + "".join(f"<th>{esc(k)}</th>" for k in kernels) + "</tr>" + "".join(out) + "</table>")
+
+
+def _not_run(found: list[NotRun]) -> str:
+    """Per kernel, the topologies (and refuse checks) its runs could not run
+    at all, with the kernel's own reason: neither a finding nor the lab's."""
+    if not found:
+        return "<p>Every topology ran on every kernel.</p>"
+    rows = [f'<tr data-kernel="{esc(n.kernel)}"><td>{esc(n.kernel)}</td><td>{esc(n.topology)}</td>'
+            f"<td class=reason>{esc(n.reason)}</td><td>{n.runs}</td><td>{esc(', '.join(n.hw_classes))}</td>"
+            f"<td>{esc(', '.join(n.jobs))}</td></tr>" for n in found]
+    return ("<p class=muted>What these kernels cannot run at all (no trampolines, lockdown, a missing "
+            "kfunc), in their own words: not a kernel finding and not the lab's trouble.</p>"
+            + _table(["kernel", "topology", "reason", "runs", "classes", "jobs"], rows, "not-run"))
 
 
 def _health(lab: Health, sig_ids: dict[str, int]) -> str:

@@ -1,7 +1,9 @@
 """Runs as JUnit XML, so a CI system shows a submission's (or a job's) runs
 as tests: one testsuite per job, one testcase per run, its classname
 job.hw_class.cell so CI groups runs by class and mitigation cell ("-": the
-run predates cells and its cell is unknown)."""
+run predates cells and its cell is unknown). A not-run run (its kernel could
+not run some topology at all, and nothing else went wrong) is <skipped>
+with the kernel's reason, neither a failure nor an error."""
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -57,15 +59,17 @@ def _outcome(case: ET.Element, run, findings: list[tuple[str, str]]) -> None:
     elif run.outcome == "lost":
         # the run never finished: its test errored, it did not fail
         ET.SubElement(case, "error", message=sigs or "host lost", type="lost").text = details
+    elif run.outcome == "not-run":
+        ET.SubElement(case, "skipped", message=run.error or "not run")
     elif run.outcome != "pass":
         ET.SubElement(case, "error", message=run.error or sigs or run.outcome, type="error").text = details
 
 
 def _count(el: ET.Element) -> None:
-    """tests/failures/errors/time of a testsuite (or of all, for the root)."""
+    """tests/failures/errors/skipped/time of a testsuite (or of all, for the root)."""
     cases = list(el.iter("testcase"))
     el.set("tests", str(len(cases)))
     el.set("failures", str(sum(c.find("failure") is not None for c in cases)))
     el.set("errors", str(sum(c.find("error") is not None for c in cases)))
-    el.set("skipped", "0")
+    el.set("skipped", str(sum(c.find("skipped") is not None for c in cases)))
     el.set("time", f"{sum(float(c.get('time')) for c in cases):.3f}")

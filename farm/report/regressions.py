@@ -12,6 +12,9 @@ exists it waits (and `farm triage regressions --retry` asks for one).
 
 Only failed runs make a candidate: a lost or errored run is the lab's
 trouble (lab health), never a kernel's; nor is a lost host a signature of one.
+A kernel whose runs were all not-run (it could not run some topology at
+all: no trampolines, lockdown) is no step of the series: the kernels
+either side of it are compared, as if it had not been tried.
 """
 from __future__ import annotations
 
@@ -51,6 +54,7 @@ def regressions(store: Store, job: str | None = None, hw_class: str | None = Non
         by_series.setdefault((entry.job, entry.hw_class, entry.cell), []).append(entry)
     out = []
     for (j, cls, c), entries in sorted(by_series.items()):
+        entries = [e for e in entries if e.runs > e.counts["not-run"]]
         entries.sort(key=lambda e: kernel_key(e.kernel))
         for prev, cur in zip(entries, entries[1:]):
             if cur.counts["fail"] and prev.counts["pass"] and not prev.counts["fail"]:

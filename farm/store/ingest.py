@@ -21,13 +21,15 @@ from sqlalchemy.orm import Session
 from farm.detect.signature import normalise_line
 from farm.store.known import status_for
 from farm.store.models import (Artifact, FactsSnapshot, Finding, Host, KnownIssue, Run,
-                               Signature, Submission)
+                               Signature, Submission, Unsupported)
 
 FACT_FIELDS = ("vendor", "family", "model", "stepping", "model_name", "microcode",
                "kernel", "spectre_v2", "hw_class")
 TEXT_ARTIFACT_CAP = 256 * 1024   # a larger listing or log stays on its host only
 SIGNATURE_LEN = 512
 CELL_LEN = 32   # the runs' cell columns; longer text is not a cell name anyway
+TOPOLOGY_LEN = 255  # the unsupported table's topology column
+NOT_RUN = "not-run"
 
 
 def kept_artifact(name: str) -> bool:
@@ -65,9 +67,31 @@ def signature_key(text: str) -> str:
     return key[:SIGNATURE_LEN]
 
 
+def unsupported_entries(result: dict) -> list[tuple[str, str]]:
+    """(topology, reason) of what the run's kernel could not run at all
+    (result schema 3); [] for older results, malformed entries left out."""
+    out = []
+    for u in result.get("unsupported") or ():
+        if isinstance(u, dict) and isinstance(u.get("topology"), str) and u["topology"]:
+            out.append((u["topology"][:TOPOLOGY_LEN], str(u.get("reason") or "")))
+    return out
+
+
+def not_run(result: dict) -> bool:
+    """The run's only trouble was what its kernel cannot run at all: an
+    error whose text is exactly Result.settle_verdict's "unsupported here:
+    ..." (no findings, no other gap, no error of farm's or the lab's)."""
+    entries = unsupported_entries(result)
+    said = "unsupported here: " + "; ".join(f"{t} ({r})" for t, r in entries)
+    return bool(entries) and result.get("verdict") == "error" and not result.get("findings") \
+        and result.get("error") == said
+
+
 def outcome(result: dict) -> str:
     if any(f.get("kind") == "host-lost" for f in result.get("findings", ())):
         return "lost"
+    if not_run(result):
+        return NOT_RUN
     v = result.get("verdict")
     return v if v in ("pass", "fail", "error") else "error"
 
@@ -248,7 +272,7 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
         have.update(session.scalars(select(Run.run_id).where(Run.run_id.in_(ids[i:i + 500]))))
     ing = Ingest(session)
     ing.prefetch([r for r, _, _ in items if r["run_id"] not in have])
-    runs, findings, artifacts, sig_counts = [], [], [], {}
+    runs, findings, artifacts, unsupported, sig_counts = [], [], [], [], {}
     subs: dict[str, tuple[str, datetime]] = {}
     for result, submission, art_dir in items:
         run_id = result["run_id"]
@@ -279,6 +303,7 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
             findings.append(dict(run_id=run_id, signature_id=sid, kind=f.get("kind", ""),
                                  summary=f.get("summary", ""), cpu=f.get("cpu") if isinstance(f.get("cpu"), int) else None,
                                  at=str(f.get("at", "")), detail=json.dumps(f.get("detail", {}))))
+        unsupported += [dict(run_id=run_id, topology=t, reason=why) for t, why in unsupported_entries(result)]
         # The index holds what the farm keeps: the small text artifacts with
         # their content. Where every other artifact lies on its host is in
         # the stored result's `artifacts` map.
@@ -295,6 +320,8 @@ def ingest_results(session: Session, items: list[tuple[dict, str | None, Path | 
         session.execute(insert(Finding.__table__), findings)
     if artifacts:
         session.execute(insert(Artifact.__table__), artifacts)
+    if unsupported:
+        session.execute(insert(Unsupported.__table__), unsupported)
     if sig_counts:
         sigs = Signature.__table__
         rows = [dict(b_id=sid, b_first=first, b_last=last, b_n=n)

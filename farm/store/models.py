@@ -75,7 +75,9 @@ class Run(Base):
     indirect_jump: Mapped[str] = mapped_column(String(32), default="", server_default="")
     return_path: Mapped[str] = mapped_column(String(32), default="", server_default="")
     verdict: Mapped[str] = mapped_column(String(16))
-    outcome: Mapped[str] = mapped_column(String(16))  # pass | fail | lost | error
+    # pass | fail | lost | error | not-run (its only trouble: topologies this
+    # kernel cannot run at all, see Unsupported)
+    outcome: Mapped[str] = mapped_column(String(16))
     started: Mapped[datetime] = mapped_column(index=True)
     duration_s: Mapped[float] = mapped_column(Float, default=0.0)
     updates_per_s: Mapped[float] = mapped_column(Float, default=0.0)
@@ -83,6 +85,18 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # the whole result JSON, zlib-compressed; `farm gc` drops it from old runs
     result: Mapped[bytes | None] = mapped_column(LargeBinary)
+
+
+class Unsupported(Base):
+    """What a run's kernel could not run at all, for a reason that is not
+    the bug under test (result schema 3's `unsupported`): a topology
+    ("<index>-<name>") or a refuse check ("refuse:<case>"), with the
+    kernel's own reason. Runs stored before schema 3 have none."""
+    __tablename__ = "unsupported"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
+    topology: Mapped[str] = mapped_column(String(255))
+    reason: Mapped[str] = mapped_column(Text)
 
 
 class Signature(Base):

@@ -32,3 +32,25 @@ def rows_at_0002(c) -> None:
               first_seen=now, last_seen=now, count=1)
     add("findings", run_id="r1", signature_id=sig, kind="wrong-target", summary="", at="", detail="{}")
     add("artifacts", run_id="r1", name="kmsg", path="kmsg", size=3, content=zlib.compress(b"log"))
+
+
+def rows_at_0003(c, results: list[dict]) -> None:
+    """What the 0003 code stored of schema-3 results: the run with its whole
+    result packed, the outcome as it computed it (a run whose only trouble
+    was an unsupported topology was an "error" then), no unsupported rows."""
+    import json
+    t = {n: Table(n, MetaData(), autoload_with=c) for n in ("hosts", "facts", "runs")}
+    now = datetime(2026, 1, 1)
+    old = dict(vendor="GenuineIntel", hw_class="intel-skylake-sp")
+    host = c.execute(insert(t["hosts"]).values(hostname="lockdown-host", first_seen=now, last_seen=now, **old)
+                     ).inserted_primary_key[0]
+    facts = c.execute(insert(t["facts"]).values(
+        host_id=host, digest="d", family=6, model=85, stepping=4, model_name="", microcode="", kernel="6.12.0",
+        spectre_v2="", first_seen=now, last_seen=now, **old)).inserted_primary_key[0]
+    for n, r in enumerate(results):
+        outcome = "fail" if r.get("findings") else r["verdict"]
+        c.execute(insert(t["runs"]).values(
+            run_id=r["run_id"], job=JOB, host_id=host, facts_id=facts, kernel="6.12.0", verdict=r["verdict"],
+            outcome=outcome, started=now + timedelta(minutes=n), duration_s=1.0, updates_per_s=0.0,
+            tail_calls_per_s=0.0, error=r.get("error"),
+            result=zlib.compress(json.dumps(r).encode()), **old))

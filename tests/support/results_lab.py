@@ -146,3 +146,25 @@ def cell_history() -> list[dict]:
                 r = variant(ok, h, kernel, at + timedelta(minutes=n), n, [kernel_finding()] if fails else [])
                 out.append(in_cell(r, name))
     return out
+
+
+# what a kernel that cannot load trampolines (lockdown's EPERM) says of one
+EPERM = "fentry on entry/subprog_tail: the kernel cannot load it: EPERM (Operation not permitted)"
+
+
+def unsupported_run(hostname: str, kernel: str, at: datetime, n: int, unsupported: list[dict],
+                    findings: list[dict] = (), error: str | None = None, unjudged: bool = False) -> dict:
+    """A schema-3 result of the job plus the topologies in `unsupported`,
+    settled by farm.result.Result itself: the pass fixture's topology ran
+    (unless `unjudged`: then it verified nothing), each unsupported one
+    never loaded; `error` is farm's own failure besides."""
+    from farm.result import Result, TopologyStats
+    src = variant(base("pass"), hostname, kernel, at, n, [dict(f) for f in findings])
+    r = Result.from_dict({k: v for k, v in src.items() if k not in ("verdict",)})
+    ran = TopologyStats(runs=r.stats.runs, tail_calls_verified=0 if unjudged else r.stats.tail_calls_verified,
+                        windows=r.stats.windows)
+    r.stats.per_topology = {"0-chain-limit-direct": ran, **{u["topology"]: TopologyStats() for u in unsupported}}
+    r.unsupported = [dict(u) for u in unsupported]
+    r.error = error
+    r.settle_verdict()
+    return {**r.to_dict(), "submission": src["submission"]}
