@@ -21,7 +21,9 @@ MAX_DURATION_S = 7 * 24 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 OPS = ("install", "replace", "delete")
-CHECKS = ("oracle", "kmsg", "taint")
+CHECKS = ("oracle", "kmsg", "taint")  # the default checks
+# opt-in only: `refuse` tries every refuse case of farm/detect/refuse.py on every run
+ALL_CHECKS = (*CHECKS, "refuse")
 # Job and schedule names end up in run ids, so in file, pin and queue names.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, not starting with a symbol"
@@ -224,8 +226,10 @@ class JobSpec(_Strict):
     topologies: tuple[TopologySpec, ...]
     writers: WritersSpec = WritersSpec()
     runners: RunnersSpec = RunnersSpec()
-    checks: tuple[Literal["oracle", "kmsg", "taint"], ...] = CHECKS
+    checks: tuple[Literal["oracle", "kmsg", "taint", "refuse"], ...] = CHECKS
     targets: TargetsSpec = TargetsSpec()
+    # the job may crash an unfixed kernel (farm/crashgate.py): run it anyway
+    crash_ok: bool = False
 
     @field_validator("name")
     @classmethod

@@ -74,6 +74,9 @@ class Topology:
     summary: str = ""
     hooks: tuple[Hook, ...] = ()
     selftest: str = ""  # the kernel selftest (prog_tests/tailcalls.c) it stands for
+    # why running it can crash an unfixed kernel ("" if it cannot): such a
+    # topology runs only where crashes are allowed (farm/crashgate.py)
+    crash_risk: str = ""
 
     @property
     def source(self) -> Path:

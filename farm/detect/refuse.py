@@ -91,7 +91,7 @@ class Scope:
              share: dict[str, int] | None = None) -> BpfObject:
         """One program of the case's object, loaded (a setup step: any
         refusal here means the case cannot be set up)."""
-        obj = BpfObject(self.obj_path, program, f"refuse:{self.case.name}/{program}")
+        obj = BpfObject(self.obj_path, program, program)  # the outcome names the case
         self._objs.append(obj)
         if target:
             obj.target(*target)
@@ -211,8 +211,7 @@ def _across_hooks(scope: Scope) -> None:
     scope.forbidden("fentry on an xdp program into the prog_array of fentry on a tc program", load_and_install)
 
 
-SPIN_RISK = ("the lock stays held after the tail call: the next run spins on it forever "
-             "(a hard lockup)")
+SPIN_RISK = "the lock stays held after the tail call: the next run spins on it forever, a hard lockup"
 RCU_RISK = "the RCU read-side section is never closed: RCU stalls, then warnings or a panic"
 PREEMPT_RISK = "preemption stays disabled after the run: scheduling while atomic"
 FREPLACE_RISK = ("entry -> freplace -> tail call -> entry never ends on a kernel that resets the "
