@@ -30,3 +30,11 @@ int fb(void *ctx)
 {
 	return 0;
 }
+
+/* The control: fentry on target_a itself, the owner's own prototype, must
+ * go in; otherwise a refusal of fb would say nothing about hooks. */
+SEC("fentry/target_a")
+int fsame(void *ctx)
+{
+	return 0;
+}
