@@ -245,3 +245,68 @@ def test_a_worker_refuses_a_crash_risk_job_unless_its_host_allows_crashes(lab, j
     [r] = lab.stored(allowed.stdout.split()[0])
     assert r["stats"]["tail_calls_verified"] > 0, allowed.stdout + allowed.stderr + lab.log("worker-plain")
     assert "refused: job" not in (r.get("error") or "")
+
+
+# ---- cleanup of links ----------------------------------------------------------
+# Trampoline links cannot be made on a locked-down host, so the cleanup of a
+# case's links is shown with a link this kernel does make: a tc program on a
+# veth interface (tcx, 6.6 on) that exists only for the test.
+
+BPF_TCX_INGRESS = 46
+
+
+@pytest.fixture
+def dummy_ifindex():
+    import subprocess
+    name = f"farmrf{os.getpid() % 100000}"  # a veth pair: no dummy driver in every kernel
+    subprocess.run(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"], check=True)
+    try:
+        yield int(Path(f"/sys/class/net/{name}/ifindex").read_text())
+    finally:
+        subprocess.run(["ip", "link", "del", name], check=True)
+
+
+def links_of(prog_name: str) -> list[int]:
+    import subprocess
+    out = subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True, check=True).stdout
+    from farm.bpf import syscall
+    ids = []
+    for link in json.loads(out or "[]"):
+        fd = syscall.prog_fd_by_id(link["prog_id"])
+        try:
+            if syscall.prog_info(fd)[0].name.decode() == prog_name:
+                ids.append(link["id"])
+        finally:
+            os.close(fd)
+    return ids
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("ending", ["refused", "farm-error"])
+def test_a_case_s_pinned_links_are_gone_after_it_on_every_path(pin_dir, no_programs_left, dummy_ifindex, ending):
+    seen = {}
+
+    def attempt(scope):
+        prog = scope.load("same_type")
+        scope.link(prog.prog_fd, BPF_TCX_INGRESS, "tcx", target=dummy_ifindex)
+        seen["pins"] = sorted(p.name for p in (scope.pin_dir / "links").iterdir())
+        seen["links"] = links_of("same_type")
+        if ending == "farm-error":
+            raise RuntimeError("farm broke mid-case")
+        scope.forbidden("the control", lambda: syscall_install(scope))
+
+    def syscall_install(scope):
+        from farm.bpf import syscall
+        entry = scope.load("entry")
+        syscall.ProgArray(entry.map_fd("jmp_table")).install(0, scope.load("other_type").prog_fd)
+
+    case = dataclasses.replace(refuse.CASES["tail-call-across-prog-types"], name="test-links", attempt=attempt)
+    if ending == "farm-error":
+        with pytest.raises(RuntimeError):
+            refuse.try_cases(pin_dir, {case.name: case})
+    else:
+        [o] = refuse.try_cases(pin_dir, {case.name: case})
+        assert o.status == "refused"
+    assert seen["pins"] == ["tcx"] and len(seen["links"]) == 1  # the link was really there
+    assert links_of("same_type") == []
+    assert not pin_dir.exists()

@@ -100,10 +100,10 @@ class Scope:
         obj.load()
         return obj
 
-    def link(self, prog_fd: int, attach_type: int, name: str) -> int:
+    def link(self, prog_fd: int, attach_type: int, name: str, target: int = 0) -> int:
         """A BPF link, pinned under the case's pin dir (links/), so the run's
         pin guard removes it should farm die before closing it."""
-        fd = syscall.link_create(prog_fd, attach_type, f"refuse:{self.case.name}/{name}")
+        fd = syscall.link_create(prog_fd, attach_type, f"refuse:{self.case.name}/{name}", target)
         self._fds.append(fd)
         links = self.pin_dir / "links"
         links.mkdir(parents=True, exist_ok=True)
