@@ -21,9 +21,9 @@ MAX_DURATION_S = 7 * 24 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 OPS = ("install", "replace", "delete")
-CHECKS = ("oracle", "kmsg", "taint")  # the default checks
-# opt-in only: `refuse` tries every refuse case of farm/detect/refuse.py on every run
-ALL_CHECKS = (*CHECKS, "refuse")
+# the default checks; `refuse` (every case of farm/detect/refuse.py, on every
+# run) is opt-in only: most jobs do not want it
+CHECKS = ("oracle", "kmsg", "taint")
 # Job and schedule names end up in run ids, so in file, pin and queue names.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 NAME_RULE = "letters, digits, '.', '_' and '-', at most 64, not starting with a symbol"
