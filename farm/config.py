@@ -53,6 +53,24 @@ def allow_custom_programs() -> bool:
     return value
 
 
+ALLOW_CRASHES_ENV = "FARM_ALLOW_CRASHES"  # set to 1 in every guest of the virtual lab
+
+
+def allow_crashes() -> bool:
+    """Whether this host may run jobs that can crash an unfixed kernel: a
+    disposable host (`allow_crashes: true` in its config), or a guest of the
+    virtual lab (FARM_ALLOW_CRASHES=1 in its environment); off unless said."""
+    env = os.environ.get(ALLOW_CRASHES_ENV)
+    if env is not None:
+        if env not in ("0", "1"):
+            raise BadInput(f"{ALLOW_CRASHES_ENV} is 0 or 1, not {env!r}")
+        return env == "1"
+    value = _config().get("allow_crashes", False)
+    if not isinstance(value, bool):
+        raise BadInput("allow_crashes in the farm config is true or false")
+    return value
+
+
 def parse_size(text: str, what: str) -> int:
     """"4G", "4GiB", "500M", "1.5g", "0" or plain bytes -> bytes (units are binary)."""
     m = _SIZE.fullmatch(str(text).strip())

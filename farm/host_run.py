@@ -21,6 +21,7 @@ from farm.bpf.libbpf import Unsupported
 from farm.bpf.loader import LoadedTopology, ensure_bpffs, load_topology, remove_pins
 from farm.bpf.toolchain import LoadError, require_tool
 from farm.bpf.pins import PinGuard, run_pin_dir, sweep_stale
+from farm.detect import refuse
 from farm.detect.kmsg import KmsgFollower, write_marker
 from farm.detect.signature import classify
 from farm.detect.taint import read_taint, taint_finding
@@ -136,18 +137,33 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
                 result.findings.append(Finding(
                     "load-error", f"load-error: {t.name}", str(e),
                     detail={"topology": t.name, "slots": t.slots, "fault": t.fault, "log": e.log[-LOG_TAIL_CHARS:]}))
-        if not loaded:
-            return None
-        stage(f"stressing {len(loaded)} topologies for {duration:g}s")
-        outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
-        stage("collecting JIT images")
-        _describe_programs(loaded, result, arts, listings)
+        outcome = None
+        if loaded:
+            stage(f"stressing {len(loaded)} topologies for {duration:g}s")
+            outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
+            stage("collecting JIT images")
+            _describe_programs(loaded, result, arts, listings)
+        if "refuse" in spec.checks:
+            # before the kernel log is stopped: what the shapes cause is read
+            stage(f"trying {len(refuse.CASES)} refuse cases")
+            _add_refusals(result, refuse.try_cases(pin_root / "refuse"), arts)
         return outcome
     finally:
         for lt in loaded:
             lt.close()
         remove_pins(pin_root)
         guard.release()
+
+
+def _add_refusals(result: Result, outcomes: list[refuse.Outcome], arts: Artifacts) -> None:
+    """Accepted cases are findings; cases this kernel cannot try are named
+    as refuse:<case> among the unsupported; refusals pass (refuse.json
+    keeps every outcome with the kernel's reason)."""
+    for o in outcomes:
+        result.findings.extend(o.findings)
+        if o.status == "unsupported":
+            result.unsupported.append({"topology": f"refuse:{o.case}", "reason": o.reason})
+    arts.write("refuse", "refuse.json", json.dumps([o.to_dict() for o in outcomes], indent=2) + "\n")
 
 
 def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:

@@ -21,6 +21,8 @@ MAX_DURATION_S = 7 * 24 * 3600
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 OPS = ("install", "replace", "delete")
+# the default checks; `refuse` (every case of farm/detect/refuse.py, on every
+# run) is opt-in only: most jobs do not want it
 CHECKS = ("oracle", "kmsg", "taint")
 # Job and schedule names end up in run ids, so in file, pin and queue names.
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
@@ -224,8 +226,10 @@ class JobSpec(_Strict):
     topologies: tuple[TopologySpec, ...]
     writers: WritersSpec = WritersSpec()
     runners: RunnersSpec = RunnersSpec()
-    checks: tuple[Literal["oracle", "kmsg", "taint"], ...] = CHECKS
+    checks: tuple[Literal["oracle", "kmsg", "taint", "refuse"], ...] = CHECKS
     targets: TargetsSpec = TargetsSpec()
+    # the job may crash an unfixed kernel (farm/crashgate.py): run it anyway
+    crash_ok: bool = False
 
     @field_validator("name")
     @classmethod

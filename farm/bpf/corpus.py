@@ -86,6 +86,9 @@ class Topology:
     # a hosted topology: its head (freplace or fentry on the tc entry) comes
     # from <name>.ext.bpf.c, and its targets too when the tc object has none
     head: Hook | None = None
+    # why running it can crash an unfixed kernel ("" if it cannot): such a
+    # topology runs only where crashes are allowed (farm/crashgate.py)
+    crash_risk: str = ""
 
     @property
     def source(self) -> Path:

@@ -125,6 +125,11 @@ class BpfObject:
             raise self._refused(ctypes.get_errno(), "the kernel refused it")
         return _lib().bpf_program__fd(self._prog)
 
+    @property
+    def prog_fd(self) -> int:
+        """The loaded program's fd (owned by this object), -1 before load."""
+        return _lib().bpf_program__fd(self._prog)
+
     def map_fd(self, name: str) -> int:
         m = _lib().bpf_object__find_map_by_name(self._obj, name.encode())
         if not m:
@@ -139,7 +144,9 @@ class BpfObject:
         if err in UNSUPPORTED_ERRNOS:
             return Unsupported(f"{self.what}: the kernel cannot load it: {name} ({os.strerror(err)})")
         log = self.verifier_log()
-        last = next((ln for ln in reversed(log.splitlines()) if ln.strip()), "")
+        # the verifier's reason, not the statistics it prints after it
+        last = next((ln for ln in reversed(log.splitlines())
+                     if ln.strip() and not ln.startswith(("processed ", "verification time"))), "")
         return LoadError(f"{self.what}: {why}: {name}" + (f": {last.strip()}" if last else ""), log)
 
     def close(self) -> None:

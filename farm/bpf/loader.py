@@ -31,13 +31,17 @@ def compile_topology(topo: Topology, slots: int, fault: str | None = None) -> Pa
     return compile_source(topo.source, slots, fault)
 
 
-def compile_source(source: Path, slots: int = 1, fault: str | None = None) -> Path:
+def compile_source(source: Path, slots: int = 1, fault: str | None = None,
+                   defines: tuple[str, ...] = ()) -> Path:
     """A corpus source compiled once per content: the key covers every file
     of the corpus, since sources include each other (fentry.bpf.c is
     bpf2bpf-count.bpf.c, traced)."""
     clang = require_tool("clang")
-    flags = [*BPF_CFLAGS, "-I", str(PROGS_DIR), "-I", "/usr/include/x86_64-linux-gnu", *slot_defines(slots, fault)]
-    key = content_key(source.name, *(p.read_bytes() for p in sorted(PROGS_DIR.glob("*.[ch]"))),
+    flags = [*BPF_CFLAGS, "-I", str(PROGS_DIR), "-I", "/usr/include/x86_64-linux-gnu", *slot_defines(slots, fault),
+             *defines]
+    # a source in a subdirectory (progs/refuse/) includes its neighbours too
+    files = sorted({*PROGS_DIR.glob("*.[ch]"), *source.parent.glob("*.[ch]")})
+    key = content_key(source.name, *(p.read_bytes() for p in files),
                       " ".join(flags), clang_version(clang))
     name = source.name.removesuffix(".bpf.c")
     out = bpf_cache_dir() / f"{name}-{key}.o"

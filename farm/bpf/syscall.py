@@ -113,12 +113,13 @@ class LinkCreateAttr(ctypes.Structure):
                 ("cookie", ctypes.c_uint64), ("_rest", ctypes.c_uint64 * 4)]
 
 
-def link_create(prog_fd: int, attach_type: int, what: str) -> int:
+def link_create(prog_fd: int, attach_type: int, what: str, target: int = 0) -> int:
     """A BPF link for a tracing (fentry/fexit) or extension (freplace)
-    program whose target was fixed at load time; the caller owns the fd.
-    The link is the attachment: closing its last fd (and unpinning it)
-    detaches the program."""
-    return bpf(BPF_LINK_CREATE, LinkCreateAttr(prog_fd=prog_fd, attach_type=attach_type), what)
+    program whose target was fixed at load time (target 0), or for one
+    attached to what target names (an fd or an ifindex, by attach type);
+    the caller owns the fd. The link is the attachment: closing its last
+    fd (and unpinning it) detaches the program."""
+    return bpf(BPF_LINK_CREATE, LinkCreateAttr(prog_fd=prog_fd, target_fd=target, attach_type=attach_type), what)
 
 
 def prog_fd_by_id(prog_id: int) -> int:

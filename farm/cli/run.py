@@ -45,7 +45,7 @@ def _facts(args) -> int:
 
 
 def _run(args) -> int:
-    from farm import host_run
+    from farm import crashgate, host_run
     from farm.console import Console
     from farm.cellproof import CellRequest
     from farm.spec import load_spec
@@ -54,6 +54,7 @@ def _run(args) -> int:
     if args.cpus is not None:
         overrides["cpus"] = args.cpus
     spec = load_spec(args.job, overrides)
+    crashgate.check(spec)  # a job that can crash an unfixed kernel runs only where allowed
     cell = CellRequest(args.cell, args.booted_with).check()
     if args.json and args.json.exists() and args.json.is_dir():
         raise BadInput(f"--json: {args.json} is a directory")

@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from farm.bpf.toolchain import cache_root
-from farm.config import REPO, broker_url, state_dir
+from farm.config import ALLOW_CRASHES_ENV, REPO, broker_url, state_dir
 from farm.detect.signature import classify
 from farm.errors import BadInput, InfraError
 from farm.guests.vrun import parse_fault
@@ -124,7 +124,8 @@ class VirtualLab:
     def _script(self, g: Guest, xchg: Path) -> str:
         env = {"FARM_BROKER_URL": self.broker, "FARM_STATE_DIR": f"{xchg}/state",
                "FARM_CACHE_DIR": str(cache_root()), "FARM_HEARTBEAT_TTL": os.environ.get("FARM_HEARTBEAT_TTL", "15"),
-               "FARM_FACTS_OVERRIDE": json.dumps({"hostname": g.name})}
+               "FARM_FACTS_OVERRIDE": json.dumps({"hostname": g.name}),
+               ALLOW_CRASHES_ENV: "1"}  # a guest's crash is seen on its console and costs nothing
         exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
         return (f"mkdir -p /run/sshd; {SSHD} -f {xchg}/sshd_config -E {xchg}/sshd.log\n"
                 f"cd {shlex.quote(str(REPO))}\nexport {exports}\n"

@@ -13,7 +13,7 @@ from pathlib import Path
 from farm.bpf.toolchain import cache_root
 from farm.cellproof import CellRequest, unread_cell_record
 from farm.cells import boot_args, check_append
-from farm.config import REPO, state_dir
+from farm.config import ALLOW_CRASHES_ENV, REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
 from farm.host_run import new_run_id
@@ -56,11 +56,12 @@ def guest_hostname(cpu_model: str) -> str:
 
 
 def guest_prologue(xchg: Path) -> str:
-    """run.sh's first lines: the checkout, and where the guest's farm keeps
-    its state (the exchange dir) and finds the host's compiled corpus."""
+    """run.sh's first lines: the checkout, where the guest's farm keeps
+    its state (the exchange dir) and finds the host's compiled corpus, and
+    that a guest may run what can crash its kernel (its console reports it)."""
     return (f"cd {shlex.quote(str(REPO))}\n"
             f"export FARM_STATE_DIR={shlex.quote(str(xchg))}/state "
-            f"FARM_CACHE_DIR={shlex.quote(str(cache_root()))}\n")
+            f"FARM_CACHE_DIR={shlex.quote(str(cache_root()))} {ALLOW_CRASHES_ENV}=1\n")
 
 
 def guest_job_file(job: Path, spec, dest: Path) -> Path:

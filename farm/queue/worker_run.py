@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from farm import crashgate
 from farm.config import allow_custom_programs
 from farm.errors import BadInput, FarmError
 from farm.host_run import RunOptions, run_job
@@ -70,6 +71,7 @@ def run_here(ctx: HostContext, payload: dict, task_id: str, send_result) -> str:
             if custom and not allow_custom_programs():
                 raise BadInput(f"refused: the job brings its own BPF source for {', '.join(custom)} and this "
                                f"host does not run custom programs (allow_custom_programs: true in its config)")
+            crashgate.check(spec)  # not on a host that must survive: an error result saying why
             art = ctx.state / "artifacts" / run_id
             result = run_job(spec, RunOptions(run_id=run_id, artifacts=art)).to_dict()
             # The artifacts stay on this host; the small text ones travel with

@@ -15,6 +15,8 @@ from farm.config import REPO  # the checkout under test
 
 PIN_ROOT = Path("/sys/fs/bpf/farm")
 CORPUS_NAMES = {"entry"} | {f"t{s}_{k}" for s in range(4) for k in range(3)}
+# the refuse cases' own programs (farm/bpf/progs/refuse/)
+CORPUS_NAMES |= {"plain_target", "same_type", "other_type", "ext", "fa", "fb", "fsame", "target_a", "target_b"}
 
 
 def farm_cmd(*args: str) -> list[str]:
