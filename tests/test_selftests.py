@@ -4,7 +4,9 @@ kernel may refuse trampolines) and in guests of Debian's 6.12 and 6.1."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
+import subprocess
 import sys
 import threading
 
@@ -12,10 +14,18 @@ import pytest
 import yaml
 
 from farm.bpf.corpus import TOPOLOGIES
-from support import REPO, run_farm
+from support import REPO, farm_cmd, run_farm
 
 SELFTESTS = REPO / "jobs" / "selftests.yaml"
 TRAMPOLINE = {name for name, t in TOPOLOGIES.items() if t.needs_trampolines}
+# the refuse checks whose shapes need trampolines or freplace programs
+TRAMPOLINE_CASES = {"freplace-target-into-prog-array", "prog-array-member-extended-by-freplace",
+                    "tail-call-across-hooks"}
+# the refuse checks that call kfuncs Debian's 6.1 does not have
+KFUNC_CASES_6_1 = {"tail-call-in-rcu-read-lock", "tail-call-preempt-disabled"}
+# the topologies whose hierarchy counts the tail-call limit per subprog call
+# before "bpf, x64: Fix tailcall hierarchy" (v6.10): Debian's 6.1 runs 63
+HIERARCHIES = {name for name, t in TOPOLOGIES.items() if t.shape == "hierarchy"}
 KERNEL_6_12 = "deb:linux-image-6.12.107+deb12-amd64-unsigned"
 KERNEL_6_1 = "deb:linux-image-6.1.0-57-amd64-unsigned"
 # test-only variants: an fexit that never counts, a freplace that never counts
@@ -37,19 +47,26 @@ def test_every_trampoline_topology_names_its_selftest():
 
 @pytest.mark.root
 @pytest.mark.slow
-def test_on_this_host_every_topology_its_kernel_refuses_is_unsupported_with_its_reason(tmp_path):
+def test_on_this_host_every_topology_its_kernel_refuses_is_unsupported_with_its_reason(tmp_path, monkeypatch):
     """This host's kernel (lockdown) refuses trampolines at load: the run is
-    exit 3 naming each such topology with the kernel's errno; the others
-    still ran and verified; nothing unsupported is a finding."""
+    exit 3 naming each such topology and refuse check with the kernel's
+    errno; the others still ran and verified, and the refuse checks this
+    kernel can try were refused; nothing unsupported is a finding. (The
+    job's refuse checks are crash-risk: this host refuses every one it can
+    try, as tests/test_refuse.py shows, so crashes are allowed here.)"""
+    monkeypatch.setenv("FARM_ALLOW_CRASHES", "1")
     out = tmp_path / "r.json"
     p = run_farm("run", str(SELFTESTS), "--duration", "1s", "--json", str(out), timeout=600)
     r = json.loads(out.read_text())
-    unsupported = {u["topology"].split("-", 1)[1]: u["reason"] for u in r["unsupported"]}
+    unsupported = {u["topology"].split("-", 1)[1]: u["reason"] for u in r["unsupported"]
+                   if not u["topology"].startswith("refuse:")}
+    refused_cases = {u["topology"] for u in r["unsupported"] if u["topology"].startswith("refuse:")}
     if not unsupported:  # a kernel that loads trampolines: everything must pass
         assert p.returncode == 0 and r["verdict"] == "pass", p.stdout[-3000:]
         return
     assert set(unsupported) == TRAMPOLINE, sorted(unsupported)
     assert all("the kernel cannot load it: EPERM" in why for why in unsupported.values()), unsupported
+    assert refused_cases == {f"refuse:{c}" for c in TRAMPOLINE_CASES}, refused_cases
     assert p.returncode == 3 and r["verdict"] == "error" and r["findings"] == [], p.stdout[-3000:]
     assert r["error"].startswith("unsupported here: ") and all(f"-{n} (" in r["error"] for n in TRAMPOLINE)
     ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
@@ -87,6 +104,10 @@ def guests(tmp_path_factory):
     base = tmp_path_factory.mktemp("selftests")
     faults_yaml = base / "trampoline-faults.yaml"
     faults_yaml.write_text(yaml.safe_dump(FAULTS))
+    # compiled here first (the guests share this host's cache): clang under TCG takes minutes
+    for job in (SELFTESTS, faults_yaml):
+        subprocess.run(farm_cmd("run", str(job), "--duration", "0.2s"), cwd=REPO, capture_output=True, timeout=600,
+                       env={**os.environ, "FARM_ALLOW_CRASHES": "1"})
     out, errors = {}, []
 
     def one(label, kernel):
@@ -123,6 +144,25 @@ def test_in_debians_6_12_every_trampoline_topology_passes_with_exact_counts_unde
     ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
     assert all(ran[n]["tail_calls_verified"] > 0 and ran[n]["windows_unjudged"] == 0 for n in TOPOLOGIES)
     assert r["stats"]["updates"] > 0  # the slots churned meanwhile
+    assert _read(xchg, "selftests.rc").strip() == "0"
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_in_debians_6_1_the_hierarchies_overrun_the_limit_and_two_refuse_checks_lack_kfuncs(guests):
+    """6.1.0-57 lacks "bpf, x64: Fix tailcall hierarchy": every hierarchy,
+    with trampolines and freplace too, runs past 33 tail calls (to farm's
+    bound, 63); everything else passes with exact counts; the refuse checks
+    needing bpf_rcu_read_lock or bpf_preempt_disable cannot be tried."""
+    xchg, run = guests["k61"]
+    r = json.loads(_read(xchg, "selftests.json"))
+    assert r["host"]["kernel"].startswith("6.1.") and r["verdict"] == "fail"
+    found = {(f["kind"], f["detail"].get("topology")) for f in r["findings"]}
+    assert found == {("tail-call-count", n) for n in HIERARCHIES}, sorted(found)
+    assert all(63 in map(int, f["detail"]["observed"]) for f in r["findings"]), r["findings"]
+    assert {u["topology"] for u in r["unsupported"]} == {f"refuse:{c}" for c in KFUNC_CASES_6_1}
+    ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
+    assert all(ran[n]["tail_calls_verified"] > 0 for n in TOPOLOGIES)
 
 
 @pytest.mark.qemu
