@@ -71,12 +71,12 @@ def get_cell(name: str, path: Path = CELLS_FILE) -> Cell:
     return cells[name]
 
 
-def boot_args(cell: str | None, append: str | None) -> tuple[Cell | None, str]:
-    """--cell and --append as (the cell, the boot arguments to add): the
-    cell's own arguments first, then --append's."""
+def boot_args(cell: str | None, append: str | None) -> tuple[Cell | None, str, str]:
+    """--cell and --append as (the cell, the boot arguments to add: the
+    cell's own first, then --append's, and --append's own, checked)."""
     c = get_cell(cell) if cell else None
     extra = check_append(append or "")
-    return c, " ".join(filter(None, [c.append if c else "", extra]))
+    return c, " ".join(filter(None, [c.append if c else "", extra])), extra
 
 
 # -- the cell a run is in, and whether the run proved it --------------------------------

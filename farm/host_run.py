@@ -169,8 +169,7 @@ def _add_refusals(result: Result, outcomes: list[refuse.Outcome], arts: Artifact
 def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
     per_topology = result.stats.per_topology
     for key, t in o.per_topology.items():
-        per_topology[key] = TopologyStats(runs=t.runs, tail_calls_verified=t.verified,
-                                          windows=t.windows, windows_unjudged=t.unjudged)
+        per_topology[key] = t
     result.stats = Stats(cpus=sorted(set(spec.writer_cpus) | set(spec.runner_cpus)),
                          updates=o.updates, runs=o.runs, tail_calls_verified=o.verified,
                          updates_per_s=round(o.updates / o.duration_s, 1) if o.duration_s else 0.0,

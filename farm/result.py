@@ -62,6 +62,13 @@ class TopologyStats:
     windows: int = 0
     windows_unjudged: int = 0
 
+    def add(self, other: "TopologyStats") -> None:
+        """Sum another runner's tally of the same topology into this one."""
+        self.runs += other.runs
+        self.tail_calls_verified += other.tail_calls_verified
+        self.windows += other.windows
+        self.windows_unjudged += other.windows_unjudged
+
 
 @dataclass
 class Stats:

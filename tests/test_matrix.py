@@ -80,7 +80,7 @@ def test_an_empty_cross_product_or_list_is_bad_input(tmp_path):
 
 
 def test_the_worst_run_decides_the_exit_code():
-    from farm.guests.matrix import worst_exit
+    from farm.guests.matrix import worst_exit_code as worst_exit
     assert worst_exit([0, 0]) == 0
     assert worst_exit([0, 1, 0]) == 1
     assert worst_exit([1, 3, 0]) == 3

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from farm.result import Finding, Result, Stats, TopologyStats, coverage_gap
-from farm.stress.engine import StressOutcome, Tally, _collect
+from farm.stress.engine import StressOutcome, _collect
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
@@ -113,8 +113,8 @@ def test_per_topology_stats_survive_the_json_round_trip():
 
 
 def test_the_engine_sums_each_topologys_tallies_over_runners():
-    outcome = StressOutcome(started_ns=0, duration_s=1.0, per_topology={"0-a": Tally(), "1-b": Tally()})
-    _collect(("runner", 2, 2, [], {"0-a": Tally(10, 5, 1, 0), "1-b": Tally(10, 0, 1, 1)}), outcome)
-    _collect(("runner", 3, 2, [], {"0-a": Tally(20, 7, 1, 0), "1-b": Tally(10, 3, 1, 0)}), outcome)
+    outcome = StressOutcome(started_ns=0, duration_s=1.0, per_topology={"0-a": TopologyStats(), "1-b": TopologyStats()})
+    _collect(("runner", 2, 2, [], {"0-a": TopologyStats(10, 5, 1, 0), "1-b": TopologyStats(10, 0, 1, 1)}), outcome)
+    _collect(("runner", 3, 2, [], {"0-a": TopologyStats(20, 7, 1, 0), "1-b": TopologyStats(10, 3, 1, 0)}), outcome)
     assert outcome.windows == 4
-    assert outcome.per_topology == {"0-a": Tally(30, 12, 2, 0), "1-b": Tally(20, 3, 2, 1)}
+    assert outcome.per_topology == {"0-a": TopologyStats(30, 12, 2, 0), "1-b": TopologyStats(20, 3, 2, 1)}

@@ -128,7 +128,7 @@ def _collect_crash(args) -> int:
 def _guests_up(args) -> int:
     from farm.cells import boot_args
     from farm.guests.vlab import run_lab_up
-    _, append = boot_args(args.cell, args.append)
+    _, append, _ = boot_args(args.cell, args.append)
     return run_lab_up(args.host, args.kernel, args.smp, args.memory, args.inventory_out, say, args.modules, append)
 
 

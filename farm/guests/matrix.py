@@ -142,7 +142,7 @@ def mem_available_mb() -> int:
     return 0
 
 
-def worst_exit(codes) -> int:
+def worst_exit_code(codes) -> int:
     """3 (infra, error) beats 2 beats 1 (findings) beats 0; codes as farm.errors."""
     return max(codes, default=EXIT_INFRA)
 
@@ -394,4 +394,4 @@ def run_matrix_command(job_paths: list[str], cpu_models: str, kernels: str, cell
         print(f"stored {added} results in the results database")
         from farm.cli import main as farm_main
         farm_main(["triage"])
-    return worst_exit(j.exit_code for j in runs)
+    return worst_exit_code(j.exit_code for j in runs)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from farm.bpf.toolchain import cache_root
 from farm.cellproof import CellRequest, unread_cell_record
-from farm.cells import boot_args, check_append
+from farm.cells import boot_args
 from farm.config import ALLOW_CRASHES_ENV, REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
@@ -136,8 +136,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
             modules: str | None = None, cell: str | None = None, append: str | None = None,
             store: bool = True) -> int:
     spec = load_spec(job, {"duration": duration} if duration else None, elsewhere=True)
-    the_cell, boot_append = boot_args(cell, append)
-    extra = check_append(append or "")  # --append's own arguments, beyond the cell's
+    the_cell, boot_append, extra = boot_args(cell, append)  # extra: --append's own, beyond the cell's
     kernel = resolve_kernel(kernel_spec, modules)
     run_id = new_run_id(spec.name)
     xchg = state_dir() / "vlab" / "runs" / run_id

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from farm.bpf import syscall as sc
 from farm.bpf.corpus import EMPTY, target_id
 from farm.bpf.loader import LoadedTopology
+from farm.result import TopologyStats
 from farm.spec import JobSpec
 from farm.stress.churn import op_cycle
 from farm.stress.genlog import GenLogs
@@ -48,21 +49,6 @@ class Progress:
 
 
 @dataclass
-class Tally:
-    """One topology's windows, as the runners judged them."""
-    runs: int = 0
-    verified: int = 0   # tail calls in judged windows
-    windows: int = 0
-    unjudged: int = 0
-
-    def add(self, other: "Tally") -> None:
-        self.runs += other.runs
-        self.verified += other.verified
-        self.windows += other.windows
-        self.unjudged += other.unjudged
-
-
-@dataclass
 class StressOutcome:
     started_ns: int
     duration_s: float
@@ -74,7 +60,7 @@ class StressOutcome:
     problems: list[ProblemRecord] = field(default_factory=list)
     # by topology key (its pin dir's name), summed over runners; every loaded
     # topology has one, even if no runner got a window of it
-    per_topology: dict[str, Tally] = field(default_factory=dict)
+    per_topology: dict[str, TopologyStats] = field(default_factory=dict)
     child_failures: list[str] = field(default_factory=list)
     hung: list[str] = field(default_factory=list)
     interrupted: bool = False
@@ -208,7 +194,7 @@ class WindowRunner:
             ctrs = lt.counters()
             tr = sc.TestRun(lt.prog_fds["entry"], repeat, f"{lt.label}/entry")
             slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
-            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), Tally()])
+            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), TopologyStats()])
         self.order = list(self.work)
         self._rng = random.Random(cpu ^ time.monotonic_ns())
         self.records: dict[tuple, ProblemRecord] = {}
@@ -235,18 +221,18 @@ class WindowRunner:
             allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
             if any(v is None for v in allowed.values()):
                 self.unjudged += 1  # the log no longer reaches back: judge nothing
-                tally.unjudged += 1
+                tally.windows_unjudged += 1
                 continue
             v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
             self.runs += v.runs
             self.verified += v.tail_calls
             tally.runs += v.runs
-            tally.verified += v.tail_calls
+            tally.tail_calls_verified += v.tail_calls
             if self.use_oracle:
                 for p in v.problems:
                     self._note(p, t0, t1)
 
-    def per_topology(self) -> dict[str, Tally]:
+    def per_topology(self) -> dict[str, TopologyStats]:
         """This runner's tallies by topology key (the topology's pin dir name)."""
         return {w[0].pin_dir.name: w[5] for w in self.work}
 
@@ -308,7 +294,7 @@ def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
     procs: list[tuple[str, int, mp.Process]] = []
     start_ns = time.monotonic_ns()  # until every child is ready
     outcome = StressOutcome(started_ns=start_ns, duration_s=0.0,
-                            per_topology={lt.pin_dir.name: Tally() for lt in loaded})
+                            per_topology={lt.pin_dir.name: TopologyStats() for lt in loaded})
     try:
         for w, cpu in enumerate(writer_cpus):
             p = _ctx.Process(target=_writer, name=f"farm-writer-{cpu}", daemon=True,
@@ -404,4 +390,4 @@ def _collect(msg, outcome: StressOutcome) -> None:
     outcome.windows += windows
     outcome.problems.extend(records)
     for key, tally in per_topology.items():
-        outcome.per_topology.setdefault(key, Tally()).add(tally)
+        outcome.per_topology.setdefault(key, TopologyStats()).add(tally)
