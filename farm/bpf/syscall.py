@@ -218,6 +218,9 @@ class TestRun:
                                  data_in=ctypes.addressof(self._data), repeat=repeat)
         self.repeat = repeat
 
+    def set_repeat(self, repeat: int) -> None:
+        self.repeat = self._attr.repeat = repeat
+
     def run(self) -> int:
         """Run `repeat` times on this CPU; returns the last retval.
         An interrupted run (EINTR) still ran part of the way: it returns -1."""

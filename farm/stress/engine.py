@@ -35,6 +35,12 @@ PR_SET_PDEATHSIG = 1
 W_UPDATES, W_RUNS, W_VERIFIED, W_PROBLEMS, W_UNJUDGED, W_READY, W_PER_CHILD = 0, 1, 2, 3, 4, 5, 6
 READY_TIMEOUT_S = 120.0  # for every child to be forked and set up (a TCG guest is slow)
 MAX_PROBLEM_KEYS = 64  # distinct problems a runner reports in detail
+# A window aims at this long: the job's repeat is its ceiling. Under TCG a run
+# of a trampoline hierarchy takes milliseconds, and 20000 of them in one
+# BPF_PROG_TEST_RUN would hold the CPU (and every writer's delete, which
+# waits for it) for minutes: past the deadline and the hang check.
+WINDOW_TARGET_S = 0.25
+FIRST_REPEAT = 256  # each topology's first window, before its pace is known
 HANG_GRACE_S = 30.0  # a child still running this long after the deadline is hung
 
 
@@ -189,10 +195,11 @@ class WindowRunner:
     def __init__(self, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, repeat: int,
                  start_ns: int, use_oracle: bool = True):
         self.cpu, self.start_ns, self.use_oracle = cpu, start_ns, use_oracle
+        self.max_repeat = repeat
         self.work = []
         for ti, lt in enumerate(loaded):
             ctrs = lt.counters()
-            tr = sc.TestRun(lt.prog_fds["entry"], repeat, f"{lt.label}/entry")
+            tr = sc.TestRun(lt.prog_fds["entry"], min(repeat, FIRST_REPEAT), f"{lt.label}/entry")
             slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
             self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), TopologyStats()])
         self.order = list(self.work)
@@ -213,6 +220,7 @@ class WindowRunner:
             t0 = time.monotonic_ns()
             tr.run()
             t1 = time.monotonic_ns()
+            self._pace(tr, (t1 - t0) / 1e9)
             cur = ctrs.read_cpu(cpu)
             delta = [a - b for a, b in zip(cur, prev)]
             w[4] = cur
@@ -231,6 +239,14 @@ class WindowRunner:
             if self.use_oracle:
                 for p in v.problems:
                     self._note(p, t0, t1)
+
+    def _pace(self, tr: sc.TestRun, took_s: float) -> None:
+        """Next window's repeat: doubled while windows are short, up to the
+        job's repeat; halved while they are long (slow CPU, TCG)."""
+        if took_s < WINDOW_TARGET_S / 2 and tr.repeat < self.max_repeat:
+            tr.set_repeat(min(self.max_repeat, tr.repeat * 2))
+        elif took_s > WINDOW_TARGET_S * 2 and tr.repeat > 1:
+            tr.set_repeat(max(1, tr.repeat // 2))
 
     def per_topology(self) -> dict[str, TopologyStats]:
         """This runner's tallies by topology key (the topology's pin dir name)."""
