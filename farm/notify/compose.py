@@ -224,10 +224,39 @@ def _evidence(store: Store, sig: Signature, sample: dict) -> dict:
             ev["oops"] = {"run": found[0], "lines": found[1].splitlines()[:200]}
     from farm.report.html import jit_pair
     pair = jit_pair(store, sig)
+    if pair is None or not pair.lines:
+        pair = _same_host_pair(store, sig, sample) or pair
     if pair is not None:
         ev["jit_diff"] = {"program": pair.program, "passing": _run_ref(pair.passing),
                           "failing": _run_ref(pair.failing), "same_code": not pair.lines, "lines": pair.lines}
     return ev
+
+
+def _same_host_pair(store: Store, sig: Signature, sample: dict):
+    """A JIT pair on the failing run's own host booted with another kernel
+    (a virtual-lab guest of one CPU model is one host name whatever it
+    boots): the HTML report pairs other hosts only; a maintainer wants
+    the kernel that passed on the same CPU just as much."""
+    from farm.report import jitdiff
+    from farm.report.html import JitPair, RunRef, _listed
+    runs = select(Run.run_id, Host.hostname, Run.hw_class, Run.kernel, Run.cell).join(Host, Host.id == Run.host_id)
+    with store.session() as s:
+        failing = s.execute(runs.where(Run.run_id == sample["run_id"])).first()
+        passing = s.execute(runs.where(Host.hostname == sample["hostname"], Run.job == sample["job"],
+                                       Run.outcome == "pass", Run.kernel != sample["kernel"])
+                            .order_by(Run.started.desc()).limit(5)).all()
+    cache: dict = {}
+    for p in passing:
+        a, b = _listed(store, p.run_id, cache), _listed(store, failing.run_id, cache)
+        for name in sorted(set(a) & set(b), key=lambda n: (a[n] == b[n], n)):
+            if a[name] is not None and a[name] == b[name]:
+                continue
+            lines = jitdiff.diff(store.artifact_text(p.run_id, f"{name}.S") or "",
+                                 store.artifact_text(failing.run_id, f"{name}.S") or "",
+                                 f"{p.hostname} {p.kernel} {name}", f"{failing.hostname} {failing.kernel} {name}")
+            if lines:
+                return JitPair(name, RunRef(*p), RunRef(*failing), lines, False)
+    return None
 
 
 def _run_ref(ref) -> dict:

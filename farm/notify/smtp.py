@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import smtplib
 import ssl
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -19,8 +20,14 @@ def message_id(report_id: str) -> str:
     return f"<{report_id}@farm.reports>"
 
 
+# Lines up to SMTP's own limit: a kernel log or JIT line stays one line, and
+# an ASCII body goes as plain 7bit text (no quoted-printable), as mailing
+# lists and lore expect; the subject is not folded.
+MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
+
+
 def message(cfg: Smtp, row) -> EmailMessage:
-    msg = EmailMessage()
+    msg = EmailMessage(policy=MAIL_POLICY)
     msg["Subject"] = row.title
     msg["From"] = cfg.sender
     msg["To"] = ", ".join(cfg.to)
