@@ -198,7 +198,7 @@ def reproduce(sample: dict) -> dict:
         argv = ["farm", "lab", "run", job_file, "--cpu-model", cpu_model, "--kernel", f"deb:{package}"]
         if cell and cell not in ("default", "custom"):
             argv += ["--cell", cell]
-        where = f"a {cpu_model} guest booting {package}"
+        where = f"a guest of QEMU CPU model {cpu_model} booting {package}"
     else:
         argv = ["farm", "run", job_file]
         if cell and cell not in ("default", "custom"):
