@@ -210,6 +210,7 @@ def test_signature_report_has_the_shape_of_a_syzbot_mail(store):
     assert "cell:       lfence (indirect jump lfence, return srso)" in body
     # evidence: expected against observed, and the JIT diff between the passing and the failing guest
     assert "expected:   33" in body and "observed:   20: 20000" in body and "allowed:    0, 1, 2" in body
+    assert "occurrences: 130" in body
     assert "JIT listing of 0-chain-limit-direct/t0_0: passing vm-epyc-milan (amd-zen3, 6.12.48+deb13-amd64" in body
     assert "  ++0x0:\tlfence" in body  # the instruction the failing kernel added
     assert doc["evidence"]["jit_diff"]["lines"]

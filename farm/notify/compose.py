@@ -380,7 +380,7 @@ def render_text(doc: dict) -> str:
     add(f"  run {ev['run']}")
     for k in ("expected", "observed", "allowed", "hook", "observed_target", "occurrences", "windows", "cpus"):
         if k in ev:
-            add(f"  {k + ':':12}{_fmt(ev[k])}")
+            add(f"  {(k + ':').ljust(11)} {_fmt(ev[k])}")
     if "oops" in ev:
         lines = ev["oops"]["lines"]
         add("")
