@@ -4,7 +4,9 @@ FARM_STATE_DIR (default /var/lib/farm) holds collected results, the beat
 schedule and the virtual lab's kernel cache; FARM_BROKER_URL (default
 redis://127.0.0.1:6379/0) names Redis; FARM_KERNEL_CACHE_MAX (default 4G)
 caps the kernel cache. A config file (FARM_CONFIG, default
-<state>/config.yaml) may set broker_url and kernel_cache_max.
+<state>/config.yaml) may set broker_url and kernel_cache_max, and `reports:`,
+where reports of new signatures and regressions are delivered (docs/reports.md;
+farm/notify/settings.py checks it).
 """
 from __future__ import annotations
 
@@ -68,6 +70,18 @@ def allow_crashes() -> bool:
     value = _config().get("allow_crashes", False)
     if not isinstance(value, bool):
         raise BadInput("allow_crashes in the farm config is true or false")
+    return value
+
+
+def reports_section() -> dict:
+    """The config's `reports:` mapping (SMTP and/or webhook delivery of
+    reports, docs/reports.md), {} when absent; farm.notify.settings checks
+    its keys."""
+    value = _config().get("reports")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInput("reports in the farm config is a mapping (smtp:, webhook:)")
     return value
 
 

@@ -36,7 +36,14 @@ def add_commands(sub) -> None:
                     help="regressions: submit each awaiting candidate to another host of its class")
     tr.add_argument("--jobs-dir", type=Path, default=Path("jobs"), help="with --retry: where job specs are")
     tr.set_defaults(handler=_triage)
-    rp = sub.add_parser("report", help="HTML pages and/or JUnit XML from the database")
+    rp = sub.add_parser("report", help="HTML pages and/or JUnit XML from the database; "
+                                       "`report send` / `report outbox`: reports of new signatures and regressions")
+    rp.add_argument("action", nargs="?", choices=("send", "outbox"),
+                    help="send: deliver the report outbox (loops; --once: one pass); "
+                         "outbox: list the reports, pending and sent")
+    rp.add_argument("--once", action="store_true", help="send: one attempt at every pending report, then exit")
+    rp.add_argument("--state", choices=("pending", "sent", "suppressed"), help="outbox: only this state")
+    rp.add_argument("--json", action="store_true", help="outbox: as JSON")
     rp.add_argument("--html", type=Path, metavar="DIR")
     rp.add_argument("--junit", type=Path, metavar="FILE")
     rp.add_argument("--submission", help="JUnit: only this submission's runs")
@@ -268,6 +275,12 @@ def _regressions(store, args, cell: str | None) -> int:
 
 
 def _report(args) -> int:
+    if args.action == "send":
+        return _report_send(args)
+    if args.action == "outbox":
+        return _report_outbox(args)
+    if args.once or args.state or args.json:
+        raise BadInput("report: --once goes with `report send`, --state and --json with `report outbox`")
     if not args.html and not args.junit:
         raise BadInput("report: give --html DIR and/or --junit FILE")
     store = _store()
@@ -278,6 +291,52 @@ def _report(args) -> int:
         from farm.report.junit import write_junit
         write_junit(store, args.junit, submission=args.submission, job=args.job)
         print(f"farm report: {args.junit}")
+    return EXIT_PASS
+
+
+def _report_send(args) -> int:
+    """Deliver the outbox: one pass (--once: every pending report once,
+    backoff or not; exit 3 when some delivery failed) or a loop until
+    interrupted (what the collector's thread does)."""
+    import threading
+    from farm.errors import EXIT_INFRA
+    from farm.notify.sender import drain, send_forever
+    from farm.notify.settings import configured, delivery
+    if args.state or args.json or args.html or args.junit:
+        raise BadInput("report send: takes --once only")
+    d = configured(delivery())  # bad or missing config: exit 2 before the database opens
+    store = _store()
+    say = lambda line: print(f"farm report: {line}", flush=True)  # noqa: E731
+    if args.once:
+        done = drain(store, d, force=True, say=say)
+        print(f"farm report: {done['sent']} sent, {done['failed']} failed (kept, retried later), "
+              f"{done['suppressed']} suppressed (signature known)")
+        return EXIT_INFRA if done["failed"] else EXIT_PASS
+    stop = threading.Event()
+    try:
+        send_forever(store, d, stop, say=say)
+    except KeyboardInterrupt:
+        stop.set()
+    return EXIT_PASS
+
+
+def _report_outbox(args) -> int:
+    from farm.notify.outbox import rows
+    if args.once or args.html or args.junit:
+        raise BadInput("report outbox: takes --state and --json only")
+    found = rows(_store(), args.state)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in found], indent=2))
+        return EXIT_PASS
+    if not found:
+        print("the report outbox is empty" + (f" ({args.state})" if args.state else ""))
+        return EXIT_PASS
+    for r in found:
+        when = f"sent {r.sent_at:%Y-%m-%d %H:%M}" if r.state == "sent" else \
+            f"next try {r.next_try:%Y-%m-%d %H:%M:%S}" if r.state == "pending" else r.state
+        print(f"{r.report_id}  {r.channel:7} {r.state:10} {r.attempts} tries  {when}  {r.title}")
+        if r.last_error:
+            print(f"{'':24}last: {r.last_error}")
     return EXIT_PASS
 
 

@@ -1,6 +1,7 @@
 """The collector: writes every result that arrives on the results queue to
-the results database (once per run id), keeps run states and health, and
-reaps hosts whose heartbeat stopped mid-job."""
+the results database (once per run id), keeps run states and health, reaps
+hosts whose heartbeat stopped mid-job, and queues a report (farm/notify)
+for each new kernel signature and each regression a result confirms."""
 from __future__ import annotations
 
 import threading
@@ -19,8 +20,11 @@ def _lost(result: dict) -> bool:
 
 
 class Collector:
-    def __init__(self, app, registry: Registry, store: Store):
+    def __init__(self, app, registry: Registry, store: Store, report_channels=(), report_wake=None):
         self.app, self.reg, self.results = app, registry, store
+        # where reports go (farm.notify.settings.Delivery.channels); () = none
+        self.report_channels = tuple(report_channels)
+        self.report_wake = report_wake  # a threading.Event the sender waits on
 
     def store(self, result: dict) -> bool:
         sub = result.get("submission") or "adhoc"
@@ -35,6 +39,7 @@ class Collector:
                 # A collector killed between its commit and its ack stored
                 # this one but never said so in the registry: say it now.
                 self._settle(stored)
+                self._report(stored)  # nor, perhaps, queued its reports (once per id: safe)
             return False
         self._settle(result)
         lost = _lost(result)
@@ -46,7 +51,25 @@ class Collector:
                 self.reg.release(host)  # a passing health-check brings a host back
         if result["verdict"] == "fail" and not lost and self.app is not None:
             self._retry(result)
+        self._report(result)
         return True
+
+    def _report(self, result: dict) -> None:
+        """Queue the reports the stored result brings (new signatures, a
+        confirmed regression); the sender delivers them. The result is
+        stored whatever happens here."""
+        if not self.report_channels or not result.get("findings"):
+            return
+        from farm.notify.trigger import reports_for_result
+        try:
+            queued = reports_for_result(self.results, result, self.report_channels)
+        except Exception as e:  # noqa: BLE001 (a report is a courtesy, never a lost result)
+            print(f"farm collector: no report for {result.get('run_id')}: {type(e).__name__}: {e}", flush=True)
+            return
+        if queued:
+            print(f"farm collector: {result['run_id']}: report(s) {', '.join(queued)} queued", flush=True)
+            if self.report_wake is not None:
+                self.report_wake.set()
 
     def _retry(self, result: dict) -> None:
         """Retry before regression, by itself; the result is stored whatever

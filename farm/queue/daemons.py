@@ -103,9 +103,13 @@ def run_worker(loglevel: str = "WARNING") -> int:
 
 
 def run_collector(loglevel: str = "WARNING") -> int:
+    from farm.notify.sender import send_forever
+    from farm.notify.settings import delivery
+    reports = delivery()  # a bad `reports:` config is exit 2 before anything starts
     reg = Registry(connect(broker_url()))
     db = open_store()
-    collector = Collector(app, reg, db)
+    wake = threading.Event()
+    collector = Collector(app, reg, db, reports.channels, wake)
     tasks.COLLECTOR = collector
     # A collector killed (SIGKILL, power) with a result in its hands left it
     # unacked, where kombu would leave it for visibility_timeout (8 days):
@@ -116,6 +120,9 @@ def run_collector(loglevel: str = "WARNING") -> int:
         print(f"farm collector: {back} message(s) a previous collector left unacked put back", flush=True)
     stop = threading.Event()
     threading.Thread(target=collector.reap_forever, args=(stop,), daemon=True).start()
+    if reports.channels:  # the sender: delivers the report outbox beside the collector
+        threading.Thread(target=send_forever, args=(db, reports, stop, wake), daemon=True).start()
+        print(f"farm collector: reports go by {' and '.join(reports.channels)}", flush=True)
     print(f"farm collector: writing to {db.engine.url.render_as_string(hide_password=True)}", flush=True)
     _announce_ready("farm collector")
     try:
@@ -124,4 +131,5 @@ def run_collector(loglevel: str = "WARNING") -> int:
                    without_mingle=True, without_gossip=True).start()
     finally:
         stop.set()
+        wake.set()
     return EXIT_PASS

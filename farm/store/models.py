@@ -146,3 +146,30 @@ class KnownIssue(Base):
     pattern: Mapped[str] = mapped_column(String(512), unique=True)
     link: Mapped[str | None] = mapped_column(Text)
     note: Mapped[str | None] = mapped_column(Text)
+
+
+class ReportOutbox(Base):
+    """A report to deliver (farm/notify): one row per (report id, channel).
+    `report_id` is the report's dedup id (stable, from the signature's text
+    or the regression's job, class, cell and kernel): the unique pair makes
+    a report once per channel, whoever enqueues it twice. A row is `sent`
+    only after the receiver accepted it; `suppressed` when its signature was
+    marked known before it went out."""
+    __tablename__ = "report_outbox"
+    __table_args__ = (UniqueConstraint("report_id", "channel"),
+                      Index("ix_report_outbox_due", "state", "next_try"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    report_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))              # smtp | webhook
+    subject: Mapped[str] = mapped_column(String(16))              # signature | regression
+    signature_id: Mapped[int | None] = mapped_column(ForeignKey("signatures.id"))
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)                       # the plain-text e-mail body
+    document: Mapped[str] = mapped_column(Text)                   # the JSON document (webhook)
+    state: Mapped[str] = mapped_column(String(16))                # pending | sent | suppressed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_try: Mapped[datetime]
+    lease_until: Mapped[datetime | None]                          # a sender holds it until then
+    created: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
