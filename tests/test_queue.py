@@ -186,6 +186,7 @@ def test_the_collector_writes_the_database_that_triage_reads(lab, job_file):
     cell = host["cell"]  # the cell this machine booted in, as the run proved it
     assert cells == [{"job": "dbjob", "hw_class": host["hw_class"], "kernel": host["kernel"], "cell": cell["name"],
                       "vendor": "AuthenticAMD", "status": "pass", "pass": 1, "fail": 0, "lost": 0, "error": 0,
+                      "not-run": 0, "unsupported": [],
                       "indirect_jump": [cell["indirect_jump"]], "return": [cell["return"]]}]
     registered = json.loads(lab.farm("hosts", "--json").stdout)["db-amd"]["facts"]["cell"]
     assert registered == {"name": cell["name"]}  # what a retry of its cell picks hosts by
