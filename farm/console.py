@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from rich.console import Console as RichConsole
 from rich.table import Table
@@ -23,6 +24,7 @@ class Console:
         self.out = RichConsole(file=stream, highlight=False)
         self._last = None  # (elapsed, updates, verified) of the previous tick
         self._status = None
+        self._t0 = time.monotonic()
 
     def start(self, spec) -> None:
         if self.live:
@@ -35,6 +37,9 @@ class Console:
                 self.out.file.write("\n")
                 self._last = None
             self.out.print(f"[dim]· {text}[/]")
+        else:  # a log (CI, a guest's console): where a long run spends its time
+            self.out.file.write(f"· [{time.monotonic() - self._t0:7.1f}s] {text}\n")
+            self.out.file.flush()
 
     def progress(self, p) -> None:
         if not self.live:

@@ -127,6 +127,8 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
         except OSError as e:
             raise InfraError(f"cannot create {pin_root}: {e.strerror}") from None
         for i, t in enumerate(spec.topologies):
+            if len(spec.topologies) > 1:
+                stage(f"loading {i + 1}/{len(spec.topologies)}: {t.name}")
             try:
                 loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
                                             pin_root / topology_key(i, t.name), source=t.source))
@@ -142,11 +144,12 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
             stage(f"stressing {len(loaded)} topologies for {duration:g}s")
             outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
             stage("collecting JIT images")
-            _describe_programs(loaded, result, arts, listings)
+            _describe_programs(loaded, result, arts, listings, {r.first.topology for r in outcome.problems})
         if "refuse" in spec.checks:
             # before the kernel log is stopped: what the shapes cause is read
             stage(f"trying {len(refuse.CASES)} refuse cases")
             _add_refusals(result, refuse.try_cases(pin_root / "refuse"), arts)
+        stage("unloading")
         return outcome
     finally:
         for lt in loaded:
@@ -205,9 +208,13 @@ def _proof_programs(loaded: list[LoadedTopology]) -> set[tuple[str, str]]:
     return picked
 
 
-def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts, listings: list[str]) -> None:
-    """ProgramInfo of every program, and its JIT image, disassembly and
-    xlated dump as artifacts; the listings the cell's proof reads go into
+def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts, listings: list[str],
+                       suspect: set[str] = frozenset()) -> None:
+    """ProgramInfo of every program, and its JIT image and disassembly as
+    artifacts, with the xlated dump of each topology's entry and of every
+    program of a topology with problems (`suspect`: their labels): bpftool
+    takes a quarter of a second a dump here, seconds under TCG, and a job
+    has a hundred programs. The listings the cell's proof reads go into
     `listings` (all of them with artifacts, else only _proof_programs(),
     disassembled in a temp dir: objdump is slow under TCG). Read after the
     stress: the image then shows the slots' final poke state."""
@@ -227,4 +234,5 @@ def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artif
             d = f"jit/{lt.pin_dir.name}"
             arts.write(f"{full}.bin", f"{d}/{name}.bin", img.image)
             arts.write(f"{full}.S", f"{d}/{name}.S", listing)
-            arts.write(f"{full}.xlated.txt", f"{d}/{name}.xlated.txt", jit.dump_xlated(img.prog_id))
+            if name == "entry" or lt.label in suspect:
+                arts.write(f"{full}.xlated.txt", f"{d}/{name}.xlated.txt", jit.dump_xlated(img.prog_id))
