@@ -220,18 +220,18 @@ def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artif
     stress: the image then shows the slots' final poke state."""
     proof = _proof_programs(loaded)
     kallsyms = jit.Kallsyms()
+    wanted = []  # (topology, program name, image) to disassemble
     for lt in loaded:
         for name, fd in sorted(lt.prog_fds.items()):
             img = jit.read_jit(fd)
             full = f"{lt.pin_dir.name}/{name}"
             result.programs.append(ProgramInfo(full, img.prog_id, img.tag, len(img.image), img.sha256))
-            if not arts.root and (lt.pin_dir.name, name) not in proof:
-                continue
-            listing = jit.disassemble(img, kallsyms)
-            listings.append(listing)
-            if not arts.root:
-                continue
-            d = f"jit/{lt.pin_dir.name}"
+            if arts.root or (lt.pin_dir.name, name) in proof:
+                wanted.append((lt, name, img))
+    for (lt, name, img), listing in zip(wanted, jit.disassemble_many([w[2] for w in wanted], kallsyms)):
+        listings.append(listing)
+        if arts.root:
+            full, d = f"{lt.pin_dir.name}/{name}", f"jit/{lt.pin_dir.name}"
             arts.write(f"{full}.bin", f"{d}/{name}.bin", img.image)
             arts.write(f"{full}.S", f"{d}/{name}.S", listing)
             if name == "entry" or lt.label in suspect:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -102,6 +104,31 @@ def test_the_jit_takes_the_direct_path_for_constant_keys_and_the_indirect_one_ot
     # the poked jump of the installed slot names its target program
     tag = jit.read_jit(direct.prog_fds["t0_0"]).tag
     assert f"bpf_prog_{tag}_t0_0" in d_text
+
+
+def test_one_objdump_for_many_images_gives_what_objdump_gives_each_function_at_its_address(pinned):
+    """disassemble_many runs one objdump at vma 0 and moves every address,
+    branch target and rip-relative note to the function's kernel address:
+    it must read exactly like objdump told that address itself."""
+    import subprocess
+    load, _ = pinned
+    lts = [load(n) for n in ("direct-main", "indirect", "hierarchy", "big-stack")]
+    lts[0].prog_array().install(0, lts[0].prog_fds["t0_0"])  # a poked jump to another program
+    images = [jit.read_jit(fd) for lt in lts for _, fd in sorted(lt.prog_fds.items())]
+    got = jit.disassemble_many(images, None)
+    for img, text in zip(images, got):
+        want, pos = [], 0
+        for i, (addr, length) in enumerate(img.funcs):
+            blob = Path(tempfile.mkdtemp()) / "f.bin"
+            blob.write_bytes(img.image[pos:pos + length])
+            pos += length
+            out = subprocess.run(["objdump", "-D", "-b", "binary", "-m", "i386:x86-64", f"--adjust-vma=0x{addr:x}",
+                                  str(blob)], capture_output=True, text=True, check=True).stdout
+            shutil.rmtree(blob.parent)
+            want.append(f"\n<func{i}> at 0x{addr:x}, {length} bytes:")
+            want += [ln for ln in out.splitlines() if re.match(r"^\s*[0-9a-f]+:\s", ln)]
+        assert text == "\n".join(want).lstrip("\n") + "\n"
+    assert any("call   0xffff" in t for t in got)  # kernel calls moved too, not only local jumps
 
 
 def test_a_fault_variant_is_compiled_from_the_same_source(pinned):

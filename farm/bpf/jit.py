@@ -68,25 +68,66 @@ class Kallsyms:
 
 def disassemble(jit: JitImage, kallsyms: Kallsyms | None) -> str:
     """objdump of every function of the image, targets named after kallsyms."""
+    return disassemble_many([jit], kallsyms)[0]
+
+
+# a relative branch's target (objdump prints it absolute, from the vma) and a
+# rip-relative operand's address (in objdump's "# 0x..." comment)
+_BRANCH = re.compile(r"^((?:bnd |notrack )?(?:call|jmp|j[a-z]{1,3}|loop[a-z]*|jrcxz|jecxz|xbegin)\s+)0x([0-9a-f]+)$")
+_RIP_NOTE = re.compile(r"(#\s+)0x([0-9a-f]+)")
+_LINE = re.compile(r"^\s*([0-9a-f]+):\t(.*)$")
+_MASK = (1 << 64) - 1
+
+
+def disassemble_many(images: list[JitImage], kallsyms: Kallsyms | None) -> list[str]:
+    """disassemble() of every image in one objdump process (a process per
+    function took minutes for a large job under TCG): every function at
+    vma 0, its addresses and relative targets moved to where the kernel
+    put it afterwards. Gives what disassemble() gives, image by image."""
     objdump = shutil.which("objdump")
     if not objdump:
-        return "objdump not found (apt-get install binutils)\n"
-    out, pos = [], 0
+        return ["objdump not found (apt-get install binutils)\n"] * len(images)
+    funcs = []  # (image index, function index, address, blob)
     with tempfile.TemporaryDirectory(prefix="farm-jit-") as tmp:
-        for i, (addr, length) in enumerate(jit.funcs):
-            chunk = jit.image[pos:pos + length]
-            pos += length
-            blob = Path(tmp) / f"f{i}.bin"
-            blob.write_bytes(chunk)
-            name = kallsyms.lookup(addr) if kallsyms and addr else None
-            out.append(f"\n<{name or f'func{i}'}> at 0x{addr:x}, {length} bytes:")
+        for ii, img in enumerate(images):
+            pos = 0
+            for fi, (addr, length) in enumerate(img.funcs):
+                blob = Path(tmp) / f"{ii}-{fi}.bin"
+                blob.write_bytes(img.image[pos:pos + length])
+                pos += length
+                funcs.append((ii, fi, addr, length, blob))
+        bodies: dict[str, list[str]] = {}
+        for chunk in range(0, len(funcs), 200):  # keep the command line short
+            batch = funcs[chunk:chunk + 200]
             proc = subprocess.run([objdump, "-D", "-b", "binary", "-m", "i386:x86-64",
-                                   f"--adjust-vma=0x{addr:x}", str(blob)],
-                                  capture_output=True, text=True)
-            lines = proc.stdout.splitlines()
-            body = [ln for ln in lines if re.match(r"^\s*[0-9a-f]+:\s", ln)]
-            out.extend(_symbolise(ln, kallsyms) for ln in body)
-    return "\n".join(out).lstrip("\n") + "\n"
+                                   *(str(f[4]) for f in batch)], capture_output=True, text=True)
+            current = None
+            for ln in proc.stdout.splitlines():
+                if ln.endswith(":     file format binary"):
+                    current = bodies.setdefault(ln.split(":", 1)[0], [])
+                elif current is not None and _LINE.match(ln):
+                    current.append(ln)
+    out: list[list[str]] = [[] for _ in images]
+    for ii, fi, addr, length, blob in funcs:
+        name = kallsyms.lookup(addr) if kallsyms and addr else None
+        out[ii].append(f"\n<{name or f'func{fi}'}> at 0x{addr:x}, {length} bytes:")
+        out[ii].extend(_symbolise(_moved(ln, addr), kallsyms) for ln in bodies.get(str(blob), []))
+    return ["\n".join(lines).lstrip("\n") + "\n" for lines in out]
+
+
+def _moved(line: str, base: int) -> str:
+    """An objdump line of a function disassembled at vma 0, as if at base."""
+    off, rest = _LINE.match(line).groups()
+    parts = rest.split("\t")
+    if len(parts) >= 2:
+        insn = parts[-1]
+        m = _BRANCH.match(insn)
+        if m:
+            insn = f"{m.group(1)}0x{(int(m.group(2), 16) + base) & _MASK:x}"
+        else:
+            insn = _RIP_NOTE.sub(lambda n: f"{n.group(1)}0x{(int(n.group(2), 16) + base) & _MASK:x}", insn)
+        parts[-1] = insn
+    return f"{(int(off, 16) + base) & _MASK:x}:\t" + "\t".join(parts)
 
 
 def _symbolise(line: str, kallsyms: Kallsyms | None) -> str:
