@@ -154,6 +154,15 @@ def test_a_different_failure_or_an_infra_error_is_skipped_and_gone_around():
     assert "every package between k2 and k5 was skipped (k3, k4)" in b.refused
 
 
+def test_a_lost_guest_is_an_infrastructure_error_never_a_different_failure():
+    lost = lambda i: ("fail", ["kernel-oops: general protection fault in foo", "host-lost"])  # noqa: E731
+    o = Oracle(introduced_at(6, k3=lost))
+    b = bisect(PKGS, "k0", "k7", o, repeat=2)
+    k3 = next(s for s in b.steps if s.package == "k3")
+    assert k3.classification == "skip" and k3.reason.startswith("infrastructure error in 2 of 2 runs")
+    assert b.boundary == ("k5", "k6")
+
+
 def test_skipping_goes_around_to_a_neighbour_and_still_names_the_boundary():
     o = Oracle(introduced_at(6, k3=lambda i: ("fail", ["kernel-warning: x"])))
     b = bisect(PKGS, "k0", "k7", o, repeat=2)

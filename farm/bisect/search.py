@@ -168,8 +168,8 @@ def classify(package: str, result: StepResult, signature: str, rate: float) -> S
                        f"would show it about {expected:.1f} times")
     elif runs == 0:
         step.reason = "no run finished: " + ("; ".join(result.errors) or "nothing came back")
-    elif "error" in result.verdicts or result.errors:
-        n = result.verdicts.count("error")
+    elif "error" in result.verdicts or result.errors or any(INFRA_SIGNATURES & set(s) for s in result.signatures):
+        n = sum(1 for v, s in zip(result.verdicts, result.signatures) if v == "error" or INFRA_SIGNATURES & set(s))
         step.reason = (f"infrastructure error in {n} of {runs} runs" if n else "infrastructure error") + \
             (f": {result.errors[0]}" if result.errors else "")
     elif any(v != "pass" for v in result.verdicts):
