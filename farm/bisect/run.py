@@ -73,6 +73,9 @@ def summary_lines(a: dict) -> list[str]:
     for s in a["steps"]:
         runs = " ".join(v if not sig else f"{v}:{'+'.join(sig)}" for v, sig in zip(s["verdicts"], s["signatures"]))
         lines.append(f"{s['package']:46} {s['upstream']:9} {s['runs']:>4}  {s['classification']:7} {runs}")
+    for g in a.get("guests") or ():
+        lines.append(f"guest {g['cpu_model']} {g['package']}: boot {g['boot_s']}s, runs "
+                     + ", ".join(f"{w:g}s" for w in g["job_walls_s"]))
     if a["confidence"] is not None:
         lines.append(f"confidence {a['confidence']:.4f} (every step called good would have shown the failure "
                      f"at the calibrated rate)")
