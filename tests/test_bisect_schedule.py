@@ -146,6 +146,9 @@ def test_the_task_bisects_the_regressions_packages_and_fills_its_row(tmp_path, m
     assert row["status"] == "named" and row["regression"] == key
     assert (row["boundary_older"], row["boundary_newer"]) == (chain[1], chain[2])
     assert row["top_suspect"] == "bpf: x"
+    # the task delivered again (a worker lost before its ack): never a second bisection
+    assert run_scheduled(payload, store, ARCHIVE, lambda *a, **k: pytest.fail("ran twice")).endswith(
+        "nothing to do")
     # a kernel with no package: the row says why, and is never claimed again
     key2 = f"{JOB}||6.1.0-47-amd64|6.6.7"
     assert store.claim_bisection(key2, JOB, SIG, "introduced", "6.1.0-47-amd64", "6.6.7")

@@ -98,6 +98,8 @@ def run_bisect(req: BisectRequest, say=print, progress=None, steps_factory=None,
     from farm.guests.matrix import MatrixJob, MatrixOptions, check_cpu_models
     from farm.spec import load_spec
     good, bad = package_of(req.good, "--good"), package_of(req.bad, "--bad")
+    if good == bad:  # before asking apt for the archive's list
+        raise BadInput(f"--good and --bad are the same package ({good})")
     if not 1 <= req.repeat <= MAX_RUNS:
         raise BadInput(f"--repeat: {req.repeat} (1 to {MAX_RUNS})")
     if req.json_path and req.json_path.is_dir():

@@ -71,6 +71,8 @@ def run_scheduled(payload: dict, store=None, available=None, runner=None) -> str
     from farm.store import open_store
     store = store or open_store()
     key = payload["regression"]
+    if not store.start_bisection(key):  # delivered again, or never claimed: not run twice
+        return f"{key}: not queued (started before, or never claimed): nothing to do"
     try:
         if available is None:
             from farm.guests.kcache import cached_size

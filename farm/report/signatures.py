@@ -184,7 +184,7 @@ def bisection_text(b: dict) -> str:
                 + (f" (suspect: {b['top_suspect']})" if b.get("top_suspect") else "")
                 + f" [{b['job']}, good {b['good']}, bad {b['bad']}"
                 + (f", confidence {b['confidence']:.2f}" if b.get("confidence") is not None else "") + "]")
-    if b["status"] == "queued":
+    if b["status"] in ("queued", "running"):
         return f"being bisected [{b['job']}, good {b['good']}, bad {b['bad']}]"
     return f"bisection {b['status']}: {b.get('refused') or 'no boundary'} [{b['job']}]"
 

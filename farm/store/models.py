@@ -170,7 +170,7 @@ class Bisection(Base):
     confidence: Mapped[float | None] = mapped_column(Float)
     top_suspect: Mapped[str | None] = mapped_column(Text)
     suspects: Mapped[str | None] = mapped_column(Text)  # JSON: {"ranked": [...], "all": [...]}
-    status: Mapped[str] = mapped_column(String(16))  # queued | named | refused | failed
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | named | refused | failed
     refused: Mapped[str | None] = mapped_column(Text)  # why no boundary (refused/failed)
     regression: Mapped[str | None] = mapped_column(String(512), unique=True)
     created: Mapped[datetime]

@@ -172,10 +172,19 @@ class Store:
         except IntegrityError:
             return None
 
+    def start_bisection(self, regression: str) -> bool:
+        """True for the one task that may run a claimed (queued) bisection:
+        it becomes running; a task delivered again finds it so and stops."""
+        with self.session.begin() as s:
+            return s.execute(update(Bisection).where(Bisection.regression == regression,
+                                                     Bisection.status == "queued")
+                             .values(status="running")).rowcount == 1
+
     def fail_bisection(self, regression: str, why: str) -> None:
         """A claimed bisection whose task broke: failed, with why (still never retried by itself)."""
         with self.session.begin() as s:
-            s.execute(update(Bisection).where(Bisection.regression == regression, Bisection.status == "queued")
+            s.execute(update(Bisection).where(Bisection.regression == regression,
+                                              Bisection.status.in_(("queued", "running")))
                       .values(status="failed", refused=why))
 
     def bisections(self, signature: str | None = None, job: str | None = None) -> list[dict]:
