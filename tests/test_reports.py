@@ -465,12 +465,12 @@ def test_the_collector_queues_a_report_once_per_new_signature(store):
     assert other.store(bad) and outbox.rows(other.results) == []
 
 
-def test_migration_0005r_upgrades_a_database_at_0004(tmp_path):
+def test_migration_0006_upgrades_a_database_at_0004(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/old.db")
     migrate(engine, "0004")
     assert current_revision(engine) == "0004"
     s = open_store(f"sqlite:///{tmp_path}/old.db")
-    assert current_revision(s.engine) == "0005r"
+    assert current_revision(s.engine) == "0006"
     assert outbox.rows(s) == []
 
 

@@ -5,6 +5,7 @@ subcommands and handlers.
     queue   farm worker|collector|beat|up|submit|status|results|hosts  (Celery)
     lab     farm lab ...        (Ansible hosts and QEMU guests)
     triage  farm ingest|triage|report|gc                  (the results database)
+    bisect  farm bisect         (packaged kernels: where a failure came or went)
 
 Exit codes for every command (farm.errors): 0 pass, 1 findings, 2 bad
 input, 3 infrastructure error.
@@ -23,10 +24,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from farm.cli import lab, queue, run, triage
+    from farm.cli import bisect, lab, queue, run, triage
     p = Parser(prog="farm", description="BPF tail-call test farm")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for family in (run, queue, triage, lab):
+    for family in (run, queue, triage, lab, bisect):
         family.add_commands(sub)
     return p
 

@@ -208,15 +208,18 @@ def _sig_json(s) -> dict:
 
 
 def _signature(store, args) -> int:
-    from farm.report.signatures import find_signature, where
+    from farm.report.signatures import bisection_text, bisections_of, find_signature, where
     w = where(store, find_signature(store, args.signature))
     sig = w.signature
+    bisected = bisections_of(store, sig)
     if args.json:
         print(json.dumps({**_sig_json(sig), "first_kernel": w.first_kernel, "last_kernel": w.last_kernel,
                           "hosts": w.hosts, "infra": w.infra, "split": w.split(),
                           "classes": [c.__dict__ for c in w.classes],
                           "cells": [{"cell": c.label, "hits": c.hits, "runs": c.runs} for c in w.cells],
-                          "only_cells": [c.label for c in w.only_cells]},
+                          "only_cells": [c.label for c in w.only_cells],
+                          "bisections": [{**b, "created": b["created"].isoformat(), "text": bisection_text(b)}
+                                         for b in bisected]},
                          indent=2))
         return EXIT_PASS
     print(f"#{sig.id} {sig.text}  [{sig.status}]" + (f"  {sig.link}" if sig.link else ""))
@@ -225,6 +228,8 @@ def _signature(store, args) -> int:
           f"on {w.first_kernel}, last {sig.last_seen:%Y-%m-%d %H:%M} on {w.last_kernel}")
     if sig.note:
         print(f"  note: {sig.note}")
+    for b in bisected:
+        print(f"  {bisection_text(b)}")
     return EXIT_PASS
 
 

@@ -51,6 +51,7 @@ class Collector:
                 self.reg.release(host)  # a passing health-check brings a host back
         if result["verdict"] == "fail" and not lost and self.app is not None:
             self._retry(result)
+            self._bisect(result)
         self._report(result)
         return True
 
@@ -70,6 +71,18 @@ class Collector:
             print(f"farm collector: {result['run_id']}: report(s) {', '.join(queued)} queued", flush=True)
             if self.report_wake is not None:
                 self.report_wake.set()
+
+    def _bisect(self, result: dict) -> None:
+        """A confirmed regression of a job whose schedule says
+        bisect_regressions: a farm.bisect task on the lab queue, once per
+        regression (farm.bisect.scheduled); never waits for it."""
+        from farm.bisect.scheduled import start_bisections
+        try:
+            said = start_bisections(self.app, self.reg, self.results, result)
+        except Exception as e:  # noqa: BLE001 (a bisection is a courtesy, never a lost result)
+            said = [f"no bisection after {result['run_id']}: {type(e).__name__}: {e}"]
+        for line in said:
+            print(f"farm collector: {line}", flush=True)
 
     def _retry(self, result: dict) -> None:
         """Retry before regression, by itself; the result is stored whatever

@@ -11,7 +11,10 @@ last: the collector's reaper rounds done) · sub:<id> (submission) ·
 subs (zset) · run:<run_id> (hash: state, host, sent (the worker's result is
 on the results queue), ...) · result:<run_id> (TTL: the stored result, for
 `farm submit --wait`) · tick:<schedule>:<slot> (TTL, SET NX: one fan-out a
-tick) · retry:<job>:<class>:<kernel>[:<cell>] (TTL, SET NX: one retry a candidate).
+tick) · retry:<job>:<class>:<kernel>[:<cell>] (TTL, SET NX: one retry a candidate) ·
+bisect-policy:<job> (a schedule's bisect_regressions for its job, with the
+job's text, renewed every tick; whether a regression was bisected is the
+results database's: its bisections row).
 """
 from __future__ import annotations
 
@@ -217,6 +220,15 @@ class Registry:
     def claim_tick(self, schedule: str, slot: int, sub_id: str) -> bool:
         """True for the first caller of a schedule's tick: it fans out."""
         return bool(self._r.set(key("tick", schedule, slot), sub_id, nx=True, ex=TICK_MARK_S))
+
+    def set_bisect_policy(self, job: str, policy: dict) -> None:
+        """A schedule's bisect_regressions for its job (and the job's text),
+        what the collector bisects a confirmed regression of that job with."""
+        self._r.set(key("bisect-policy", job), json.dumps(policy), ex=TICK_MARK_S)
+
+    def bisect_policy(self, job: str) -> dict | None:
+        raw = self._r.get(key("bisect-policy", job))
+        return json.loads(raw) if raw else None
 
     def claim_retry(self, job: str, hw_class: str, kernel: str, sub_id: str, cell: str = "") -> bool:
         """True for the first retry of a candidate (job, class, kernel, cell);

@@ -5,6 +5,10 @@
         job: smoke.yaml            # relative to the schedules file
         targets: {all: true}       # or {where: "vendor=amd", hosts: [a, b]}
         cron: "0 3 * * *"          # or every: 6h
+        bisect_regressions:        # optional: bisect each confirmed regression of this job once
+          cpu_models: [EPYC-Milan] # guests each step runs on (default EPYC-Milan)
+          repeat: 3                # calibration runs of the bad end (default 3)
+          good: deb:PACKAGE        # optional: a fixed good end (default: the regression's previous kernel)
 
 Beat sends farm.tick to the collector, which fans out. Each tick has a slot
 (the scheduled minute, or the interval number) and fans out only once per
@@ -36,7 +40,7 @@ def load_schedules(path: str | Path) -> list[dict]:
         where = f"{path}: schedules[{i}]"
         if not isinstance(e, dict):
             raise BadInput(f"{where}: an entry is a mapping (name, job, targets, cron or every)")
-        unknown = set(e) - {"name", "job", "targets", "cron", "every"}
+        unknown = set(e) - {"name", "job", "targets", "cron", "every", "bisect_regressions"}
         if unknown:
             raise BadInput(f"{where}.{sorted(map(str, unknown))[0]}: unknown key")
         name = e.get("name")
@@ -79,9 +83,51 @@ def load_schedules(path: str | Path) -> list[dict]:
             parse_where(targets.get("where", ""))
         except ValueError as err:
             raise BadInput(f"{where}.targets.where: {err}") from None
-        entries.append({"name": name, "job": job_path.stem, "spec": text, "targets": targets,
-                        "cron": e.get("cron"), "every": e.get("every")})
+        entry = {"name": name, "job": job_path.stem, "spec": text, "targets": targets,
+                 "cron": e.get("cron"), "every": e.get("every")}
+        if "bisect_regressions" in e:
+            entry["bisect_regressions"] = bisect_policy(e["bisect_regressions"], f"{where}.bisect_regressions")
+        entries.append(entry)
     return entries
+
+
+def bisect_policy(value, where: str) -> dict:
+    """bisect_regressions: true, or {cpu_models, repeat, good, cell}, validated."""
+    from farm.bisect.kernels import package_of
+    from farm.bisect.search import MAX_RUNS
+    from farm.guests.matrix import CPU_MODEL
+    if value is True:
+        value = {}
+    if not isinstance(value, dict):
+        raise BadInput(f"{where}: true, or a mapping of cpu_models, repeat, good and cell")
+    unknown = set(value) - {"cpu_models", "repeat", "good", "cell"}
+    if unknown:
+        raise BadInput(f"{where}.{sorted(map(str, unknown))[0]}: unknown key (cpu_models, repeat, good, cell)")
+    models = value.get("cpu_models", ["EPYC-Milan"])
+    if not isinstance(models, list) or not models or \
+            not all(isinstance(m, str) and CPU_MODEL.fullmatch(m) for m in models):
+        raise BadInput(f"{where}.cpu_models: a list of QEMU CPU models, e.g. [EPYC-Milan]")
+    repeat = value.get("repeat", 3)
+    if isinstance(repeat, bool) or not isinstance(repeat, int) or not 1 <= repeat <= MAX_RUNS:
+        raise BadInput(f"{where}.repeat: {shown(repeat)} (a whole number, 1 to {MAX_RUNS})")
+    good = value.get("good")
+    if good is not None:
+        if not isinstance(good, str):
+            raise BadInput(f"{where}.good: deb:PACKAGE")
+        try:
+            package_of(good, "good")
+        except BadInput as err:
+            raise BadInput(f"{where}.{err}") from None
+    cell = value.get("cell")
+    if cell is not None:
+        from farm.cells import get_cell
+        if not isinstance(cell, str):
+            raise BadInput(f"{where}.cell: a cell of jobs/cells.yaml")
+        try:
+            get_cell(cell)
+        except BadInput as err:
+            raise BadInput(f"{where}.cell: {err}") from None
+    return {"cpu_models": list(dict.fromkeys(models)), "repeat": repeat, "good": good, "cell": cell}
 
 
 def _crontab(expr) -> crontab:
@@ -110,6 +156,8 @@ def fire(app, reg: Registry, entry: dict, scheduled_for: float) -> str | None:
     None when this tick already fanned out."""
     slot = tick_slot(entry, scheduled_for or time.time())
     sub_id = f"sched-{entry['name']}-{slot}"
+    if entry.get("bisect_regressions"):  # what the collector bisects this job's regressions with
+        reg.set_bisect_policy(entry["job"], {**entry["bisect_regressions"], "spec": entry["spec"]})
     if not reg.claim_tick(entry["name"], slot, sub_id):
         return None
     t = entry["targets"]

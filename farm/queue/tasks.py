@@ -71,3 +71,12 @@ def attach(run_id: str, submission: str, recovered: dict) -> bool:
 @app.task(name="farm.tick")
 def tick(entry: dict, scheduled_for: float) -> str | None:
     return COLLECTOR.tick(entry, scheduled_for)
+
+
+@app.task(name="farm.bisect")
+def bisect(payload: dict) -> str:
+    """A confirmed regression's bisection in guests, on a worker serving the lab queue."""
+    from farm.bisect.scheduled import run_scheduled
+    said = run_scheduled(payload)
+    print(f"farm worker: bisect {said}", flush=True)
+    return said

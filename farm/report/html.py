@@ -25,7 +25,7 @@ from farm.report.cell_axis import cell_label
 from farm.report.health import Health, health
 from farm.report.matrix import OUTCOMES, MatrixEntry, NotRun, kernel_key, matrix, unsupported
 from farm.report.regressions import regressions
-from farm.report.signatures import Where, is_infra, signatures, where
+from farm.report.signatures import Where, bisection_text, bisections_of, is_infra, signatures, where
 from farm.store import Store
 from farm.store.models import Artifact, Finding, Host, Run, Signature
 
@@ -281,6 +281,7 @@ def _signature_page(store: Store, sig: Signature, w: Where) -> str:
              ("last seen", _when(sig.last_seen)), ("count", str(sig.count)),
              ("first kernel", esc(w.first_kernel or "–")), ("last kernel", esc(w.last_kernel or "–")),
              ("hosts", str(w.hosts)), ("where", f"<span class=split>{esc(w.split())}</span>")]
+    facts += [("bisected", f"<span class=bisect>{esc(bisection_text(b))}</span>") for b in bisections_of(store, sig)]
     body = (f'<p><a href="index.html">← triage</a></p><h1>#{sig.id} {esc(sig.text)}</h1>'
             + "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
             + "<h2>Kernel log</h2>" + _kmsg_section(store, sig)

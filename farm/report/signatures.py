@@ -174,3 +174,21 @@ def _cells(s, runs_with, jobs, counted) -> list[CellCount]:
 def signatures(store: Store) -> list[Signature]:
     with store.session() as s:
         return list(s.scalars(select(Signature).order_by(Signature.last_seen.desc())))
+
+
+def bisection_text(b: dict) -> str:
+    """One stored bisection as triage says it: "introduced in P (U)",
+    "fixed in P (U) (suspect: S)", or why there is none."""
+    if b["status"] == "named":
+        return (f"{b['direction']} in {b['boundary_newer']} ({b['upstream_newer']})"
+                + (f" (suspect: {b['top_suspect']})" if b.get("top_suspect") else "")
+                + f" [{b['job']}, good {b['good']}, bad {b['bad']}"
+                + (f", confidence {b['confidence']:.2f}" if b.get("confidence") is not None else "") + "]")
+    if b["status"] in ("queued", "running"):
+        return f"being bisected [{b['job']}, good {b['good']}, bad {b['bad']}]"
+    return f"bisection {b['status']}: {b.get('refused') or 'no boundary'} [{b['job']}]"
+
+
+def bisections_of(store: Store, sig: Signature) -> list[dict]:
+    """The stored bisections that followed this signature, newest first."""
+    return store.bisections(signature=sig.text)

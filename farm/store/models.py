@@ -173,3 +173,32 @@ class ReportOutbox(Base):
     lease_until: Mapped[datetime | None]                          # a sender holds it until then
     created: Mapped[datetime]
     sent_at: Mapped[datetime | None]
+
+
+class Bisection(Base):
+    """A `farm bisect` answer: the packaged kernel where a job's failure
+    (its signature) was introduced or fixed, between the good and bad
+    packages, with the boundary's two packages (older first), the
+    confidence, the suspects and the whole answer JSON (zlib). A row whose
+    regression is set answers that regression (the collector's schedule
+    option): unique, so a regression is bisected once; status queued until
+    its task stores the answer."""
+    __tablename__ = "bisections"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job: Mapped[str] = mapped_column(String(255), index=True)
+    signature: Mapped[str | None] = mapped_column(String(512), index=True)
+    direction: Mapped[str] = mapped_column(String(16))  # introduced | fixed
+    good: Mapped[str] = mapped_column(String(255))
+    bad: Mapped[str] = mapped_column(String(255))
+    boundary_older: Mapped[str | None] = mapped_column(String(255))
+    boundary_newer: Mapped[str | None] = mapped_column(String(255))
+    upstream_older: Mapped[str | None] = mapped_column(String(64))
+    upstream_newer: Mapped[str | None] = mapped_column(String(64))
+    confidence: Mapped[float | None] = mapped_column(Float)
+    top_suspect: Mapped[str | None] = mapped_column(Text)
+    suspects: Mapped[str | None] = mapped_column(Text)  # JSON: {"ranked": [...], "all": [...]}
+    status: Mapped[str] = mapped_column(String(16))  # queued | running | named | refused | failed
+    refused: Mapped[str | None] = mapped_column(Text)  # why no boundary (refused/failed)
+    regression: Mapped[str | None] = mapped_column(String(512), unique=True)
+    created: Mapped[datetime]
+    answer: Mapped[bytes | None] = mapped_column(LargeBinary)

@@ -14,7 +14,7 @@ from farm.errors import BadInput, InfraError
 from farm.store.db import make_engine, migrate
 from farm.store.ingest import ingest_results, pack, unpack, utcnow
 from farm.store.known import status_for
-from farm.store.models import Artifact, KnownIssue, Run, Signature
+from farm.store.models import Artifact, Bisection, KnownIssue, Run, Signature
 
 BATCH = 1000
 STATUSES = ("open", "fixed", "known")
@@ -128,6 +128,79 @@ class Store:
             sig.status = status
             if note is not None:
                 sig.note = note
+
+    # -- bisections ----------------------------------------------------------------
+
+    def add_bisection(self, answer: dict, regression: str | None = None) -> int:
+        """Store a `farm bisect` answer (farm.bisect.run.answer); with
+        regression, it fills that regression's queued row (claim_bisection).
+        Returns the row's id."""
+        import json
+        boundary = answer.get("boundary") or [None, None]
+        ranked = ((answer.get("suspects") or {}).get("ranked") or [])
+        values = dict(
+            job=answer["job"][:255], signature=(answer.get("signature") or None) and answer["signature"][:512],
+            direction=answer["direction"], good=answer["good"]["package"], bad=answer["bad"]["package"],
+            boundary_older=boundary[0] and boundary[0]["package"], boundary_newer=boundary[1] and boundary[1]["package"],
+            upstream_older=boundary[0] and boundary[0]["upstream"], upstream_newer=boundary[1] and boundary[1]["upstream"],
+            confidence=answer.get("confidence"), top_suspect=ranked[0].get("text") if ranked else None,
+            suspects=json.dumps(answer["suspects"]) if answer.get("suspects") is not None else None,
+            status="named" if answer.get("boundary") else "refused", refused=answer.get("refused"),
+            answer=pack(answer))
+        with self.session.begin() as s:
+            row = s.scalar(select(Bisection).where(Bisection.regression == regression)) if regression else None
+            if row is None:
+                row = Bisection(regression=regression, created=utcnow(), **values)
+                s.add(row)
+            else:
+                for k, v in values.items():
+                    setattr(row, k, v)
+            s.flush()
+            return row.id
+
+    def claim_bisection(self, regression: str, job: str, signature: str | None, direction: str,
+                        good: str, bad: str) -> int | None:
+        """Mark a regression as being bisected (status queued): its id, or
+        None when that regression was claimed before (never bisected twice)."""
+        try:
+            with self.session.begin() as s:
+                row = Bisection(regression=regression[:512], job=job[:255], signature=signature and signature[:512],
+                                direction=direction, good=good, bad=bad, status="queued", created=utcnow())
+                s.add(row)
+                s.flush()
+                return row.id
+        except IntegrityError:
+            return None
+
+    def start_bisection(self, regression: str) -> bool:
+        """True for the one task that may run a claimed (queued) bisection:
+        it becomes running; a task delivered again finds it so and stops."""
+        with self.session.begin() as s:
+            return s.execute(update(Bisection).where(Bisection.regression == regression,
+                                                     Bisection.status == "queued")
+                             .values(status="running")).rowcount == 1
+
+    def fail_bisection(self, regression: str, why: str) -> None:
+        """A claimed bisection whose task broke: failed, with why (still never retried by itself)."""
+        with self.session.begin() as s:
+            s.execute(update(Bisection).where(Bisection.regression == regression,
+                                              Bisection.status.in_(("queued", "running")))
+                      .values(status="failed", refused=why))
+
+    def bisections(self, signature: str | None = None, job: str | None = None) -> list[dict]:
+        """Stored bisections, newest first: their columns (no answer JSON)."""
+        with self.session() as s:
+            q = select(Bisection).order_by(Bisection.created.desc(), Bisection.id.desc())
+            if signature is not None:
+                q = q.where(Bisection.signature == signature)
+            if job is not None:
+                q = q.where(Bisection.job == job)
+            return [{c.name: getattr(r, c.name) for c in Bisection.__table__.columns if c.name != "answer"}
+                    for r in s.scalars(q)]
+
+    def bisection_answer(self, bisection_id: int) -> dict | None:
+        with self.session() as s:
+            return unpack(s.scalar(select(Bisection.answer).where(Bisection.id == bisection_id)))
 
     # -- retention -----------------------------------------------------------------
 

@@ -4,17 +4,14 @@ delivery state (pending, sent, suppressed), attempts, last error and next
 try. Nothing is rewritten in older tables; a database of an earlier
 revision simply has no reports yet.
 
-(Revision "0005r": another branch adds "0005", the bisections; whichever
-lands second rebases its down_revision onto the other at merge.)
-
-Revision ID: 0005r
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005r"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
