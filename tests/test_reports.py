@@ -251,24 +251,26 @@ def test_crash_report_quotes_the_oops_and_a_confirmed_regression_gets_its_own(st
     assert not any("host-lost" in x.title for x in rows.values())
 
 
-def test_latest_bisection_reads_a_table_that_may_not_exist(store):
-    assert compose.latest_bisection(store, "tail-call-count in chain-limit-direct") is None
-    bis = {"direction": "introduced", "confidence": 0.95,
-           "boundary": [{"package": "linux-image-6.1.0-56-amd64", "upstream": "6.1.158"},
-                        {"package": "linux-image-6.1.0-57-amd64", "upstream": "6.1.170"}],
+def test_a_report_carries_the_newest_bisection_of_its_signature(store):
+    sig = "tail-call-count in chain-limit-direct"
+    assert compose.latest_bisection(store, sig) is None
+    bis = {"job": "hier", "direction": "introduced", "confidence": 0.95, "signature": sig,
+           "good": {"package": "linux-image-6.1.0-56-amd64", "upstream": "6.1.158", "version": "6.1.158-1"},
+           "bad": {"package": "linux-image-6.1.0-57-amd64", "upstream": "6.1.170", "version": "6.1.170-1"},
+           "boundary": [{"package": "linux-image-6.1.0-56-amd64", "upstream": "6.1.158", "version": "6.1.158-1"},
+                        {"package": "linux-image-6.1.0-57-amd64", "upstream": "6.1.170", "version": "6.1.170-1"}],
+           "refused": None, "steps": [],
            "suspects": {"ranked": [{"text": "bpf, x86: fix tail call count with subprogs", "score": 9}], "all": []},
+           "config_diff": {},
            "log": "linux-image-6.1.0-56-amd64: good (10/10 pass)\nlinux-image-6.1.0-57-amd64: bad (7/10)"}
-    with store.engine.begin() as c:  # the shape the bisection branch is expected to keep
-        c.execute(text("CREATE TABLE bisections (id INTEGER PRIMARY KEY, signature TEXT, result TEXT)"))
-        c.execute(text("INSERT INTO bisections (signature, result) VALUES ('x', '{}')"))
-        c.execute(text("INSERT INTO bisections (signature, result) VALUES (:s, :r)"),
-                  {"s": "tail-call-count in chain-limit-direct", "r": json.dumps(bis)})
-    assert compose.latest_bisection(store, "tail-call-count in chain-limit-direct") == bis
-    assert compose.latest_bisection(store, "x") is None  # not the documented shape: no bisection
+    store.add_bisection({**bis, "boundary": None, "refused": "the bad end does not reproduce"})  # names nothing
+    store.add_bisection(bis)
+    assert compose.latest_bisection(store, sig)["boundary"] == bis["boundary"]
+    assert compose.latest_bisection(store, "another signature") is None
     ok, bad = guest_results()
     stored(store, ok, bad)
     body = outbox.rows(store)[0].body
-    assert "Bisection (introduced, confidence 0.95):" in body
+    assert "Bisection (introduced in linux-image-6.1.0-57-amd64, confidence 0.95):" in body
     assert "last good:  linux-image-6.1.0-56-amd64 (upstream 6.1.158)" in body
     assert "first bad:  linux-image-6.1.0-57-amd64 (upstream 6.1.170)" in body
     assert "bpf, x86: fix tail call count with subprogs" in body and "bad (7/10)" in body

@@ -77,59 +77,16 @@ def kernel_package(release: str) -> str | None:
 # -- the bisection (its table comes with the bisection branch) ----------------------
 
 def latest_bisection(store: Store, signature: str) -> dict | None:
-    """The newest bisection of this signature, or None (also when the
-    results database has no `bisections` table yet). Expected shape:
-
-        {"direction": "introduced" | "fixed",
-         "boundary": [{"package": ..., "upstream": ...},   # last good (older first)
-                      {"package": ..., "upstream": ...}],  # first bad
-         "confidence": float 0..1,
-         "suspects": {"ranked": [{"text": ..., ...}, ...], "all": [...]},
-         "log": "text" or [lines]}
-
-    Read from the table's JSON column (`result`, `data` or `document`,
-    plain or zlib-compressed), else from columns of those names. Anything
-    that does not read as that dict is None: a report never fails over it."""
-    import zlib
-    from sqlalchemy import MetaData, Table, inspect
-    try:
-        if "bisections" not in inspect(store.engine).get_table_names():
-            return None
-        table = Table("bisections", MetaData(), autoload_with=store.engine)
-        cols = table.c
-        if "signature" not in cols:
-            return None
-        order = cols["id"].desc() if "id" in cols else None
-        with store.engine.connect() as conn:
-            q = select(table).where(cols["signature"] == signature)
-            row = conn.execute(q.order_by(order) if order is not None else q).mappings().first()
-        if row is None:
-            return None
-        found = None
-        for name in ("result", "data", "document"):
-            blob = row.get(name)
-            if isinstance(blob, (bytes, bytearray, memoryview)):
-                blob = bytes(blob)
-                try:
-                    blob = zlib.decompress(blob)
-                except zlib.error:
-                    pass
-                blob = blob.decode()
-            if isinstance(blob, str) and blob.strip():
-                found = json.loads(blob)
-                break
-        if found is None:
-            found = {k: row[k] for k in ("direction", "boundary", "confidence", "suspects", "log") if k in row}
-            for k in ("boundary", "suspects"):
-                if isinstance(found.get(k), str):
-                    found[k] = json.loads(found[k])
-    except Exception:  # noqa: BLE001 (another branch's table, any shape: no bisection then)
-        return None
-    if not isinstance(found, dict) or found.get("direction") not in ("introduced", "fixed") \
-            or not isinstance(found.get("boundary"), list) or len(found["boundary"]) != 2 \
-            or not all(isinstance(b, dict) for b in found["boundary"]):
-        return None
-    return found
+    """The newest bisection of this signature that named a boundary: farm
+    bisect's answer (docs/bisect.md: direction, boundary older first, each
+    {package, upstream, version}, confidence, suspects {ranked, all}, log),
+    or None."""
+    for row in store.bisections(signature=signature):
+        if row["status"] == "named":
+            answer = store.bisection_answer(row["id"])
+            if answer and answer.get("boundary"):
+                return answer
+    return None
 
 
 # -- reading the store -----------------------------------------------------------
@@ -402,10 +359,11 @@ def render_text(doc: dict) -> str:
     b = doc.get("bisection")
     add("")
     if b:
-        good, bad = b["boundary"] if b["direction"] == "introduced" else b["boundary"][::-1]
-        add(f"Bisection ({b['direction']}, confidence {b.get('confidence', '?')}):")
-        add(f"  last good:  {good.get('package')} (upstream {good.get('upstream')})")
-        add(f"  first bad:  {bad.get('package')} (upstream {bad.get('upstream')})")
+        older, newer = b["boundary"]
+        before, after = ("last good", "first bad") if b["direction"] == "introduced" else ("last bad", "first good")
+        add(f"Bisection ({b['direction']} in {newer.get('package')}, confidence {b.get('confidence', '?')}):")
+        add(f"  {before + ':':11} {older.get('package')} (upstream {older.get('upstream')})")
+        add(f"  {after + ':':11} {newer.get('package')} (upstream {newer.get('upstream')})")
         ranked = ((b.get("suspects") or {}).get("ranked") or []) if isinstance(b.get("suspects"), dict) else []
         if ranked:
             add("  suspects:")
