@@ -387,6 +387,7 @@ def farm(tmp_path, *args):
     return subprocess.run(farm_cmd(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow  # a dozen farm processes
 def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
     files = []
     for i, r in enumerate(history()):
@@ -420,6 +421,7 @@ def test_farm_ingest_and_triage_from_the_command_line(tmp_path):
     assert gc.returncode == 0 and "signatures and counts kept" in gc.stdout
 
 
+@pytest.mark.slow  # a dozen farm processes
 def test_the_cell_axis_from_the_command_line(tmp_path):
     """Results with host.cell (schema 1) through `farm ingest`, then the
     matrix, its --cell filter, the regressions and a signature by cell."""
