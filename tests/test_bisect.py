@@ -366,10 +366,10 @@ def test_a_real_bisection_finds_where_debian_fixed_the_hierarchy_overrun(tmp_pat
     assert a["confidence"] == 1.0
     assert len(a["guests"]) == 2  # one guest per package, no more
     # the suspects come from the real changelog of the newer package
-    text = _changelog_text(newer)
+    text = " ".join(_changelog_text(newer).split())  # an entry may wrap over lines there
     assert a["suspects"]["all"], "no changelog entries between the two packages"
     for e in a["suspects"]["all"] + a["suspects"]["ranked"]:
-        assert e["text"] in text, e
+        assert " ".join(e["text"].split()) in text, e
     assert {"score", "why"} <= set(a["suspects"]["ranked"][0]) if a["suspects"]["ranked"] else True
     assert f"fixed in {newer} (6.12.107)" in p.stdout
     # stored, and triage says so
