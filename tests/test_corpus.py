@@ -13,6 +13,7 @@ import pytest
 from farm.bpf import jit, syscall
 from farm.bpf.corpus import (C_CANARY_BAD, C_DEPTH, C_ENTRIES, C_FALL, TCC_LIMIT, TOPOLOGIES,
                              hit_index, target_id)
+from farm.bpf.libbpf import Unsupported
 from farm.bpf.loader import ensure_bpffs, load_topology, remove_pins
 from farm.stress.oracle import judge_window
 
@@ -34,7 +35,11 @@ def pinned(no_leaks):
     loaded = []
 
     def load(name: str, slots: int = 1, fault: str | None = None):
-        lt = load_topology(TOPOLOGIES[name], slots, fault, root / f"{len(loaded)}-{name}")
+        try:
+            lt = load_topology(TOPOLOGIES[name], slots, fault, root / f"{len(loaded)}-{name}")
+        except Unsupported as e:  # a trampoline under lockdown: proven in guests (test_selftests.py)
+            remove_pins(root / f"{len(loaded)}-{name}")
+            pytest.skip(f"this kernel cannot run {name}: {e}")
         loaded.append(lt)
         return lt
     yield load, cpu
