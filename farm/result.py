@@ -17,7 +17,7 @@ LOG_TAIL_CHARS = 8000
 FINDING_KINDS = (
     "wrong-target", "missed-tail-call", "tail-call-count", "stack-corruption",
     "kernel-oops", "kernel-bug", "kernel-warning", "lockup", "taint", "hang",
-    "host-lost", "load-error", "trampoline-count", "accepted-unsafe",
+    "host-lost", "load-error", "trampoline-count", "accepted-unsafe", "wrong-return",
 )
 # About the lab, not the kernel under test (a crash that took the host down is its own finding)
 INFRA_KINDS = frozenset({"host-lost"})

@@ -5,7 +5,8 @@ A custom source stands in for a corpus topology: it includes farm.h (and
 targets.h) and defines the same programs and maps, so the oracle judges it
 like the corpus. It may include only those and the two BPF headers; inline
 assembly and .incbin are refused, so compiling it cannot read the worker's
-files into the object or its error messages.
+files into the object or its error messages. A generated shape (farm/gen/)
+includes gen.h and goes through the same checks.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from farm.bpf.toolchain import LoadError, require_tool
 from farm.errors import InfraError
 
 MAX_SOURCE_BYTES = 256 * 1024
-ALLOWED_INCLUDES = ("farm.h", "targets.h", "linux/bpf.h", "bpf/bpf_helpers.h")
+ALLOWED_INCLUDES = ("farm.h", "targets.h", "gen.h", "linux/bpf.h", "bpf/bpf_helpers.h")
+OUR_HEADERS = ("farm.h", "targets.h", "gen.h")  # copied next to the source
 COMPILE_TIMEOUT_S = 120
 LIMITS = {  # per clang process
     resource.RLIMIT_CPU: 60,                  # seconds of CPU
@@ -71,7 +73,7 @@ def _opened_outside(cmd: list[str], tmp: Path, src: Path) -> bool:
     if dep.returncode != 0:
         return True  # an include that cannot be opened is refused the same way
     files = dep.stdout.replace("\\\n", " ").split(":", 1)[-1].split()
-    ours = {str(tmp / h) for h in ("farm.h", "targets.h")} | {str(src)}
+    ours = {str(tmp / h) for h in OUR_HEADERS} | {str(src)}
     return any(str(Path(f).resolve()) not in ours and not str(Path(f).resolve()).startswith(SYSTEM_HEADER_DIRS)
                for f in files)
 
@@ -86,7 +88,7 @@ def custom_object(name: str, source: str, flags: list[str]):
         raise LoadError(f"custom source for {name} refused: {problem}")
     with tempfile.TemporaryDirectory(prefix="farm-custom-") as tmp:
         d = Path(tmp)
-        for h in ("farm.h", "targets.h"):
+        for h in OUR_HEADERS:
             shutil.copy(PROGS_DIR / h, d / h)
         src, obj = d / f"{name}.bpf.c", d / f"{name}.o"
         src.write_text(source)
