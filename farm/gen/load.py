@@ -1,16 +1,18 @@
-"""A generated shape compiled (through the custom-source checks) and loaded
-through bpftool, pinned like a corpus topology, with open fds to its
-programs, prog_arrays and counters."""
+"""A generated shape compiled (through the custom-source checks, into the
+build cache) and loaded through bpftool, pinned like a corpus topology,
+with open fds to its programs, prog_arrays and counters."""
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from farm.bpf import syscall
-from farm.bpf.custom import custom_object
-from farm.bpf.loader import _bpftool_loadall
-from farm.bpf.toolchain import BPF_CFLAGS, require_tool
+from farm.bpf.corpus import PROGS_DIR
+from farm.bpf.custom import OUR_HEADERS, custom_object
+from farm.bpf.loader import _bpftool_loadall, bpf_cache_dir
+from farm.bpf.toolchain import BPF_CFLAGS, cached_build, clang_version, content_key, require_tool
 from farm.gen import emit
 from farm.gen.model import EMPTY, layout
 from farm.gen.shape import Shape
@@ -62,12 +64,27 @@ class LoadedShape:
         self.stats_fd = -1
 
 
+def compile_shape(shape: Shape) -> Path:
+    """The shape's object: compiled with the custom-source checks and limits,
+    then kept in the build cache by content (farm's own source, never a
+    job's), so a guest sharing this host's cache need not run clang under
+    TCG, and a seed checked again costs no compile."""
+    text = emit.source(shape)
+    headers = [(PROGS_DIR / h).read_bytes() for h in OUR_HEADERS]
+    key = content_key(text, *headers, " ".join(BPF_CFLAGS), clang_version(require_tool("clang")))
+    out = bpf_cache_dir() / f"{shape.name}-{key}.o"
+
+    def build(tmp: Path) -> None:
+        with custom_object(shape.name, text, list(BPF_CFLAGS)) as obj:
+            shutil.copyfile(obj, tmp)
+    return cached_build(out, build, "compiled BPF objects")
+
+
 def load_shape(shape: Shape, pin_dir: Path) -> LoadedShape:
-    """Compile the shape's C with the custom-source checks and limits, load
-    it through bpftool under pin_dir, and open what the checks touch."""
+    """Load the shape's object through bpftool under pin_dir, and open what
+    the checks touch."""
     bpftool = require_tool("bpftool")
-    with custom_object(shape.name, emit.source(shape), list(BPF_CFLAGS)) as obj:
-        _bpftool_loadall(bpftool, shape.name, obj, pin_dir)
+    _bpftool_loadall(bpftool, shape.name, compile_shape(shape), pin_dir)
     ls = LoadedShape(shape, pin_dir)
     try:
         for prog in shape.programs:
