@@ -82,7 +82,6 @@ class BpfObject:
             if not self._progs[name]:
                 self.close()
                 raise InfraError(f"{path.name} has no program {name!r}")
-        self._prog = self._progs[program]
         p = None
         while p := lib.bpf_object__next_program(self._obj, p):
             if p not in self._progs.values():
@@ -123,12 +122,12 @@ class BpfObject:
         the verifier's log."""
         if _lib().bpf_object__load(self._obj):
             raise self._refused(ctypes.get_errno(), "the kernel refused it")
-        return _lib().bpf_program__fd(self._prog)
+        return self.prog_fd
 
     @property
     def prog_fd(self) -> int:
-        """The loaded program's fd (owned by this object), -1 before load."""
-        return _lib().bpf_program__fd(self._prog)
+        """The main program's fd (owned by this object), -1 before load."""
+        return self.fd(self.program)
 
     def map_fd(self, name: str) -> int:
         m = _lib().bpf_object__find_map_by_name(self._obj, name.encode())
