@@ -2,12 +2,7 @@
  * travel through every subprogram frame: 33 tail calls in all. */
 #include "farm.h"
 
-static __noinline int subprog_tail(struct __sk_buff *skb)
-{
-	traced_call();
-	bpf_tail_call_static(skb, &jmp_table, 0);
-	return fell();
-}
+DEFINE_SUBPROG_TAIL
 
 SEC("tc")
 int entry(struct __sk_buff *skb)

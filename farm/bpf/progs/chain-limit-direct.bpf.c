@@ -18,13 +18,5 @@ int entry(struct __sk_buff *skb)
 	return 0;
 }
 
-#define T(s, k)                                                  \
-	SEC("tc") int t##s##_##k(struct __sk_buff *skb)         \
-	{                                                        \
-		__u32 depth = hit(TARGET_ID(s, k));              \
-		if (depth < CHAIN_STOP)                          \
-			bpf_tail_call_static(skb, &jmp_table, 0); \
-		record_depth(depth);                             \
-		return 0;                                        \
-	}
+#define T(s, k) CHAIN_TARGET(s, k, CHAIN_STOP)
 #include "targets.h"

@@ -210,5 +210,52 @@ static __always_inline void tail_call_indirect(void *ctx, struct scratch *sc)
 		return 0;                                \
 	}
 
+/* The tail-calling subprog of bpf2bpf-count and the hierarchies: one
+ * constant-key tail call through slot 0; FARM_FELL when it fell through. */
+#define DEFINE_SUBPROG_TAIL                                        \
+	static __noinline int subprog_tail(struct __sk_buff *skb) \
+	{                                                          \
+		traced_call();                                     \
+		bpf_tail_call_static(skb, &jmp_table, 0);          \
+		return fell();                                     \
+	}
+
+/* The subprog of entry that freplace topologies replace. Global, not
+ * static: only global functions can be replaced. The branch is never
+ * taken, but it tells the verifier this function may change packet data,
+ * as its replacement does (a tail call may): newer kernels refuse an
+ * extension that changes more than its target. */
+#define DEFINE_SUBPROG_EXT                                    \
+	__noinline int subprog_ext(struct __sk_buff *skb)     \
+	{                                                     \
+		if (skb->len == 0xffffffff)                   \
+			bpf_skb_change_proto(skb, 0, 0);      \
+		return fell();                                \
+	}
+
+/* A hierarchy's target: calls the tail-calling subprog twice. */
+#define HIERARCHY_TARGET(s, k)                           \
+	SEC("tc") int t##s##_##k(struct __sk_buff *skb) \
+	{                                                \
+		__u32 depth = hit(TARGET_ID(s, k));      \
+		if (depth < FARM_MAX_DEPTH) {            \
+			subprog_tail(skb);               \
+			subprog_tail(skb);               \
+		}                                        \
+		return 0;                                \
+	}
+
+/* A chain's target: tail-calls slot 0 again below `stop`; only the deepest
+ * sees its call fall through, and records the depth. */
+#define CHAIN_TARGET(s, k, stop)                                  \
+	SEC("tc") int t##s##_##k(struct __sk_buff *skb)          \
+	{                                                         \
+		__u32 depth = hit(TARGET_ID(s, k));               \
+		if (depth < (stop))                               \
+			bpf_tail_call_static(skb, &jmp_table, 0); \
+		record_depth(depth);                              \
+		return 0;                                         \
+	}
+
 char __license[] SEC("license") = "GPL";
 #endif

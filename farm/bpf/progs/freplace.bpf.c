@@ -7,16 +7,7 @@
  * then the run counts as a fall-through. */
 #include "farm.h"
 
-/* Global, not static: only global functions can be replaced. */
-__noinline int subprog_ext(struct __sk_buff *skb)
-{
-	/* Never taken, but it tells the verifier this function may change
-	 * packet data, as its replacement does (a tail call may): newer
-	 * kernels refuse an extension that changes more than its target. */
-	if (skb->len == 0xffffffff)
-		bpf_skb_change_proto(skb, 0, 0);
-	return fell();
-}
+DEFINE_SUBPROG_EXT
 
 SEC("tc")
 int entry(struct __sk_buff *skb)
@@ -28,14 +19,5 @@ int entry(struct __sk_buff *skb)
 	return 0;
 }
 
-/* Only the deepest target sees its call fall through: it records. */
-#define T(s, k)                                                   \
-	SEC("tc") int t##s##_##k(struct __sk_buff *skb)          \
-	{                                                         \
-		__u32 depth = hit(TARGET_ID(s, k));               \
-		if (depth < FARM_MAX_DEPTH)                       \
-			bpf_tail_call_static(skb, &jmp_table, 0); \
-		record_depth(depth);                              \
-		return 0;                                         \
-	}
+#define T(s, k) CHAIN_TARGET(s, k, FARM_MAX_DEPTH)
 #include "targets.h"

@@ -4,21 +4,9 @@
  * twice); entry records the depth the hierarchy reached. */
 #include "farm.h"
 
-static __noinline int subprog_tail(struct __sk_buff *skb)
-{
-	bpf_tail_call_static(skb, &jmp_table, 0);
-	return fell();
-}
+DEFINE_SUBPROG_TAIL
 
-__noinline int subprog_ext(struct __sk_buff *skb)
-{
-	/* Never taken, but it tells the verifier this function may change
-	 * packet data, as its replacement does (a tail call may): newer
-	 * kernels refuse an extension that changes more than its target. */
-	if (skb->len == 0xffffffff)
-		bpf_skb_change_proto(skb, 0, 0);
-	return fell();
-}
+DEFINE_SUBPROG_EXT
 
 SEC("tc")
 int entry(struct __sk_buff *skb)
@@ -32,14 +20,5 @@ int entry(struct __sk_buff *skb)
 	return 0;
 }
 
-#define T(s, k)                                          \
-	SEC("tc") int t##s##_##k(struct __sk_buff *skb) \
-	{                                                \
-		__u32 depth = hit(TARGET_ID(s, k));      \
-		if (depth < FARM_MAX_DEPTH) {            \
-			subprog_tail(skb);               \
-			subprog_tail(skb);               \
-		}                                        \
-		return 0;                                \
-	}
+#define T(s, k) HIERARCHY_TARGET(s, k)
 #include "targets.h"

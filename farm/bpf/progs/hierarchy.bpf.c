@@ -3,12 +3,7 @@
  * (the kernel selftest tailcall_bpf2bpf_hierarchy_1). */
 #include "farm.h"
 
-static __noinline int subprog_tail(struct __sk_buff *skb)
-{
-	traced_call();
-	bpf_tail_call_static(skb, &jmp_table, 0);
-	return fell();
-}
+DEFINE_SUBPROG_TAIL
 
 SEC("tc")
 int entry(struct __sk_buff *skb)
@@ -23,14 +18,5 @@ int entry(struct __sk_buff *skb)
 	return 0;
 }
 
-#define T(s, k)                                          \
-	SEC("tc") int t##s##_##k(struct __sk_buff *skb) \
-	{                                                \
-		__u32 depth = hit(TARGET_ID(s, k));      \
-		if (depth < FARM_MAX_DEPTH) {            \
-			subprog_tail(skb);               \
-			subprog_tail(skb);               \
-		}                                        \
-		return 0;                                \
-	}
+#define T(s, k) HIERARCHY_TARGET(s, k)
 #include "targets.h"
