@@ -10,7 +10,7 @@ import pytest
 from farm.gen import emit
 from farm.gen.judge import judge_churned, judge_exact
 from farm.gen.model import (EMPTY, G_CANARY, TCC_LIMIT, U32, layout, reachable, run_entry)
-from farm.gen.shape import Call, Func, Shape, Site, Slot, Tail, generate
+from farm.gen.shape import Call, Func, Hook, Shape, Site, Slot, Tail, generate, traced_programs
 
 
 def shape(programs, subs=(), slots=(), sites=(), arrays=(4,)) -> Shape:
@@ -157,3 +157,22 @@ def test_generated_shapes_mix_what_the_issue_asks_for():
 def test_programs_out_of_range_is_refused():
     with pytest.raises(ValueError, match="4..48"):
         generate(1, 3)
+
+
+def test_hooks_count_what_they_trace_and_keep_the_seeds_programs():
+    plain, hooked = generate(11), generate(11, hooks=True)
+    assert hooked.programs == plain.programs and hooked.slots == plain.slots and hooked.hooks
+    sub = Func("s0", "sub", 7, 0, (Tail(0),), level=1)
+    s = replace(shape([entry([Call(0), Call(0)]), target(1, [Call(0)])], subs=[sub],
+                      slots=[Slot(0, 0, (1,))], sites=[Site(0, True)]),
+                hooks=(Hook("fexit", "s0"), Hook("fentry", "e0"), Hook("fentry", "p1")))
+    lay = layout(s)
+    out = run_entry(s, 0, {0: 0})
+    calls = out.counters[lay.call(0)]
+    assert [out.counters[lay.hook(h)] for h in range(3)] == [calls, 1, 0]
+    assert traced_programs(s, s.hooks[0]) == ["e0", "p1"]  # every program holding a copy of s0
+    delta = [c * 5 for c in out.counters]
+    assert judge_churned(s, 0, {0: {0}}, delta) == []
+    delta[lay.hook(2)] = 1  # an fentry on a tail-call target ran: a tail call went through its trampoline
+    [p] = judge_churned(s, 0, {0: {0}}, delta)
+    assert (p.kind, p.detail["hook"]) == ("trampoline-count", "p1")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from farm.bpf import syscall
 from farm.bpf.corpus import PROGS_DIR, Hook
@@ -53,17 +54,30 @@ def attach_hooks(lt) -> None:
     for hook in lt.topology.hooks:
         for prog in traced_programs(hook, lt.prog_fds):
             function = hook.function or prog
-            name = f"{hook.program}-{prog}"
-            what = f"{hook.kind} on {prog}/{function}"
-            obj = BpfObject(obj_path, hook.program, what)
-            try:
-                obj.target(lt.prog_fds[prog], function).share_map("stats", lt.stats_fd)
-                link = syscall.link_create(obj.load(), hook.attach_type, what)
-            except BaseException:
-                obj.close()
-                raise
-            lt.hooks.append(Attached(name, obj, link))
-            syscall.obj_pin(link, str(links_dir / name))
+            lt.hooks.append(attach_traced(obj_path, hook.program, f"{hook.kind} on {prog}/{function}",
+                                          (lt.prog_fds[prog], function), ("stats", lt.stats_fd),
+                                          hook.attach_type, links_dir / f"{hook.program}-{prog}"))
+
+
+def attach_traced(obj_path, program: str, what: str, target: tuple[int, str], shared: tuple[str, int],
+                  attach_type: int, pin: Path) -> Attached:
+    """Load `program` of obj_path through libbpf with its target (a loaded
+    program's fd and the function in it) and its counters map shared,
+    attach it by a link, and pin the link at `pin`."""
+    obj = BpfObject(obj_path, program, what)
+    try:
+        obj.target(*target).share_map(*shared)
+        link = syscall.link_create(obj.load(), attach_type, what)
+    except BaseException:
+        obj.close()
+        raise
+    attached = Attached(pin.name, obj, link)
+    try:
+        syscall.obj_pin(link, str(pin))
+    except BaseException:
+        attached.close()
+        raise
+    return attached
 
 
 def attach_hosted(lt) -> None:

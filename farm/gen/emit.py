@@ -43,6 +43,22 @@ def source(shape: Shape) -> str:
     return "\n".join(out) + "\n"
 
 
+def hook_program(h: int) -> str:
+    return f"h{h}"
+
+
+def hooks_source(shape: Shape) -> str:
+    """The trampolines' object: one program per hook, each counting into
+    the shape's gstats (shared at load); its target is set at load time."""
+    lay = layout(shape)
+    out = [f"/* farm generated shape: seed {shape.seed}, its trampolines. */",
+           f"#define GEN_NR {lay.size}", f'#include "{HEADER}"', ""]
+    for h, hook in enumerate(shape.hooks):
+        out += [f'SEC("{hook.kind}/{hook.func}")', f"int {hook_program(h)}(void *ctx)", "{",
+                f"\tgcount({lay.hook(h)});", "\treturn 0;", "}", ""]
+    return "\n".join(out)
+
+
 def _function(shape: Shape, lay: Layout, f: Func, counter: int, sub: bool) -> list[str]:
     head = (f"static __noinline int {f.name}(struct __sk_buff *skb)" if sub
             else f'SEC("tc")\nint {f.name}(struct __sk_buff *skb)')

@@ -11,8 +11,8 @@ Two kinds of evidence:
 """
 from __future__ import annotations
 
-from farm.gen.model import (EMPTY, G_CANARY, G_GUARD, TCC_LIMIT, Layout, Outcome, layout, reachable,
-                            run_entry)
+from farm.gen.model import (EMPTY, G_CANARY, G_GUARD, TCC_LIMIT, Layout, Outcome, hook_expects, layout,
+                            reachable, run_entry)
 from farm.gen.shape import Shape
 from farm.stress.oracle import Problem
 
@@ -62,6 +62,7 @@ def judge_exact(shape: Shape, entry: int, state: dict[int, int], runs: int, delt
         problem("wrong-target", f"programs ran other than the model says: "
                 + ", ".join(f"{n} {got} (expected {exp})" for n, (got, exp) in sorted(wrong.items())[:6]),
                 observed_target=",".join(extra) or "fewer runs", programs=wrong)
+    _judge_hooks(shape, lay, delta, problem)
     others = [i for i in range(lay.size) if delta[i] != expected[i]]
     if others and not problems:
         problem("tail-call-count", f"{len(others)} attempt, fall or call counters differ from the model",
@@ -103,4 +104,15 @@ def judge_churned(shape: Shape, entry: int, allowed: dict[int, set[int]], delta:
         problem("tail-call-count", f"{taken} tail calls in {runs} runs of {ename}: more than {TCC_LIMIT} per run"
                 + (f"; the depth guard stopped {delta[G_GUARD]} attempts" if delta[G_GUARD] else ""),
                 observed_target=f"{ename}:limit", taken=taken, guard=delta[G_GUARD])
+    _judge_hooks(shape, lay, delta, problem)
     return problems
+
+
+def _judge_hooks(shape: Shape, lay: Layout, delta: list[int], problem) -> None:
+    """Every trampoline ran exactly as often as what it traces, in this
+    window on this CPU, whatever the slots held meanwhile."""
+    for h, hook in enumerate(shape.hooks):
+        want, got = hook_expects(shape, lay, h, delta), delta[lay.hook(h)]
+        if got != want:
+            problem("trampoline-count", f"{hook.kind} on {hook.func} ran {got} times, expected {want}",
+                    observed_target=f"{hook.kind}:{hook.func}", hook=hook.func, expected=want, observed=got)

@@ -37,6 +37,7 @@ class Layout:
     programs: int
     subs: int
     sites: int
+    hooks: int = 0
 
     def run(self, p: int) -> int:
         return G_FIXED + p
@@ -50,13 +51,29 @@ class Layout:
     def fall(self, site: int) -> int:
         return G_FIXED + self.programs + self.subs + self.sites + site
 
+    def hook(self, h: int) -> int:
+        return G_FIXED + self.programs + self.subs + 2 * self.sites + h
+
     @property
     def size(self) -> int:
-        return G_FIXED + self.programs + self.subs + 2 * self.sites
+        return G_FIXED + self.programs + self.subs + 2 * self.sites + self.hooks
 
 
 def layout(shape: Shape) -> Layout:
-    return Layout(len(shape.programs), len(shape.subs), len(shape.sites))
+    return Layout(len(shape.programs), len(shape.subs), len(shape.sites), len(shape.hooks))
+
+
+def hook_expects(shape: Shape, lay: Layout, h: int, counters: list[int]) -> int:
+    """What hook h must have counted, given the shape's other counters: a
+    subprogram's trampoline runs once per call, an entry's once per run
+    (BPF_PROG_TEST_RUN calls through it), a target's never (a tail call
+    jumps past it)."""
+    func = shape.hooks[h].func
+    for s, f in enumerate(shape.subs):
+        if f.name == func:
+            return counters[lay.call(s)]
+    p = next(i for i, f in enumerate(shape.programs) if f.name == func)
+    return counters[lay.run(p)] if shape.programs[p].kind == "entry" else 0
 
 
 @dataclass
@@ -123,6 +140,8 @@ def run_entry(shape: Shape, entry: int, state: dict[int, int]) -> Outcome:
     lay = layout(shape)
     r = _Run(shape, state, lay, [0] * lay.size)
     retval = r.program(entry)
+    for h in range(lay.hooks):
+        r.counters[lay.hook(h)] = hook_expects(shape, lay, h, r.counters)
     return Outcome(r.counters, r.taken, retval)
 
 

@@ -54,6 +54,17 @@ class Func:
 
 
 @dataclass(frozen=True)
+class Hook:
+    """A trampoline on a function of the shape, counting its own runs."""
+    kind: str           # fentry | fexit
+    func: str           # the traced function: a subprogram's or a program's name
+
+    @property
+    def attach_type(self) -> int:
+        return {"fentry": 24, "fexit": 25}[self.kind]  # BPF_TRACE_FENTRY, BPF_TRACE_FEXIT
+
+
+@dataclass(frozen=True)
 class Shape:
     seed: int
     size: int                       # the programs asked for
@@ -62,6 +73,7 @@ class Shape:
     arrays: tuple[int, ...]         # max_entries of each prog_array
     slots: tuple[Slot, ...]
     sites: tuple[Site, ...]
+    hooks: tuple[Hook, ...] = ()    # fentry/fexit, if asked for (guests: not under lockdown)
     note: str = field(default="", compare=False)  # what a shrink left
 
     @property
@@ -77,12 +89,27 @@ class Shape:
         calls = sum(isinstance(a, Call) for f in (*self.programs, *self.subs) for a in f.body)
         return {"seed": self.seed, "programs": len(self.programs), "subprograms": len(self.subs),
                 "prog_arrays": len(self.arrays), "slots": len(self.slots),
-                "tail_call_sites": len(self.sites), "bpf2bpf_calls": calls,
+                "tail_call_sites": len(self.sites), "bpf2bpf_calls": calls, "hooks": len(self.hooks),
                 "stack_words": sum(f.frame for f in (*self.programs, *self.subs))}
 
 
-def generate(seed: int, programs: int = 12) -> Shape:
-    """The shape of (seed, programs): programs counts entry and target programs."""
+def traced_programs(shape: Shape, hook: Hook) -> list[str]:
+    """The programs holding a copy of the hooked function: a subprogram is
+    part of every program that calls it, directly or through a level-1
+    subprogram, and a trampoline attaches to one program's copy."""
+    subs = {f.name: i for i, f in enumerate(shape.subs)}
+    if hook.func not in subs:
+        return [hook.func]
+    target = subs[hook.func]
+
+    def calls(f: Func) -> bool:
+        return any(isinstance(a, Call) and (a.sub == target or calls(shape.subs[a.sub])) for a in f.body)
+    return [p.name for p in shape.programs if calls(p)]
+
+
+def generate(seed: int, programs: int = 12, hooks: bool = False) -> Shape:
+    """The shape of (seed, programs): programs counts entry and target
+    programs. hooks adds fentry/fexit trampolines to the same shape."""
     if not MIN_PROGRAMS <= programs <= MAX_PROGRAMS:
         raise ValueError(f"programs must be {MIN_PROGRAMS}..{MAX_PROGRAMS}")
     rng = random.Random(f"farm-gen:{seed}:{programs}")
@@ -120,8 +147,23 @@ def generate(seed: int, programs: int = 12) -> Shape:
     for i, lv in enumerate(levels):
         subs.append(Func(f"s{i}", "sub", rng.randrange(1, 1 << 16), rng.choice(SUB_FRAMES[lv]),
                          body(level2 if lv == 1 else [], 0.6), level=lv))
-    return prune(Shape(seed, programs, tuple(progs), tuple(subs), arrays, slots, tuple(sites)))
+    shape = prune(Shape(seed, programs, tuple(progs), tuple(subs), arrays, slots, tuple(sites)))
+    return add_hooks(shape) if hooks else shape
 
+
+def add_hooks(shape: Shape) -> Shape:
+    """fentry and fexit on some subprograms (each must run once per call,
+    whatever tail calls the subprogram makes), fentry on an entry (once per
+    run) and on a target (never: a tail call jumps past its trampoline),
+    as the kernel's tailcall_bpf2bpf_fentry* selftests assert. From a
+    random stream of their own, so the programs stay those of the seed."""
+    rng = random.Random(f"farm-gen-hooks:{shape.seed}:{shape.size}")
+    chosen = [Hook(rng.choice(("fentry", "fexit")), s.name) for s in shape.subs if rng.random() < 0.5]
+    chosen.append(Hook("fentry", shape.programs[rng.choice(shape.entries)].name))
+    targets = [p.name for p in shape.programs if p.kind == "target"]
+    if targets and rng.random() < 0.5:
+        chosen.append(Hook("fentry", rng.choice(targets)))
+    return replace(shape, hooks=tuple(chosen))
 
 def prune(shape: Shape) -> Shape:
     """Drop subprograms nobody calls (clang would drop them anyway) and
@@ -135,4 +177,7 @@ def prune(shape: Shape) -> Shape:
     def fix(f: Func) -> Func:
         return replace(f, body=tuple(Call(renum[a.sub]) if isinstance(a, Call) else a for a in f.body))
     subs = tuple(replace(fix(shape.subs[old]), name=f"s{new}") for new, old in enumerate(used))
-    return replace(shape, programs=tuple(fix(p) for p in shape.programs), subs=subs)
+    names = {shape.subs[old].name: f"s{new}" for new, old in enumerate(used)}
+    hooks = tuple(replace(h, func=names[h.func]) if h.func in names else h for h in shape.hooks
+                  if h.func in names or any(p.name == h.func for p in shape.programs))
+    return replace(shape, programs=tuple(fix(p) for p in shape.programs), subs=subs, hooks=hooks)
