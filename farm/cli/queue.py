@@ -50,6 +50,7 @@ def add_commands(sub) -> None:
     rs.set_defaults(handler=_results)
     hs = sub.add_parser("hosts", help="the lab's hosts: facts, health, heartbeat, job")
     hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
+    hs.add_argument("--quarantine", metavar="HOST", help="keep lab-wide jobs off HOST until released")
     hs.add_argument("--json", action="store_true")
     hs.set_defaults(handler=_hosts)
 
@@ -76,22 +77,9 @@ def _up(args) -> int:
 
 def _submit(args) -> int:
     from farm.queue.app import app
-    from farm.queue.routing import parse_where
-    from farm.queue.submit import selection_for, submit
-    from farm.cli.run import duration_override
-    from farm.spec import load_spec
-
-    overrides = duration_override(args.duration or None)
-    spec = load_spec(args.job, overrides, elsewhere=True)
-    try:
-        where = parse_where(args.where)
-    except ValueError as e:
-        raise BadInput(f"--where: {e}") from None
-    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
-    sel = selection_for(spec, where, hosts, args.all)
+    from farm.queue.operator import submit_job_file
     reg = registry()
-    with open(args.job) as f:
-        sub = submit(app, reg, spec, f.read(), sel, overrides)
+    sub = submit_job_file(app, reg, args.job, args.where, args.hosts, args.all, args.duration)
     print(sub["id"])
     if not args.wait:
         return EXIT_PASS
@@ -161,12 +149,10 @@ def _results(args) -> int:
 
 def _hosts(args) -> int:
     reg = registry()
-    if args.release:
-        try:
-            reg.release(args.release)
-        except KeyError:
-            raise BadInput(f"unknown host {args.release!r}") from None
-        print(f"{args.release}: healthy")
+    if args.release or args.quarantine:
+        from farm.queue.operator import change_health
+        host, action = (args.release, "release") if args.release else (args.quarantine, "quarantine")
+        print(f"{host}: {change_health(reg, host, action)}")
         return EXIT_PASS
     hosts = reg.hosts()
     if args.json:

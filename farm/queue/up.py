@@ -67,7 +67,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def broker_password(state: Path) -> str:
-    path = state / "redis.password"
+    return generated_password(state / "redis.password")
+
+
+def generated_password(path: Path) -> str:
+    """The password kept in path (0600), generated there the first time."""
     if path.exists():
         os.chmod(path, 0o600)  # whatever happened to it since, it is secret again
         return path.read_text().strip()
