@@ -24,11 +24,15 @@ def add_commands(sub) -> None:
     beat = sub.add_parser("beat", help="fire the scheduled lab-wide runs")
     beat.add_argument("schedules", nargs="?", default="jobs/schedules.yaml")
     beat.set_defaults(handler=_beat)
-    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector and beat")
+    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector, beat and the web page")
     up.add_argument("--schedules", default="jobs/schedules.yaml")
     up.add_argument("--bind", metavar="ADDR", help="start redis-server on ADDR (default loopback; "
                     "beyond loopback it requires a generated password)")
     up.add_argument("--port", type=int, help="start redis-server on this port (default 6379)")
+    up.add_argument("--web-bind", default="127.0.0.1", metavar="ADDR",
+                    help="farm web listens here (default loopback; beyond it, a login)")
+    up.add_argument("--web-port", type=int, default=8080, help="farm web's port (default 8080)")
+    up.add_argument("--no-web", action="store_true", help="no web page")
     up.set_defaults(handler=_up)
 
     sm = sub.add_parser("submit", help="queue a job on the lab's matching hosts")
@@ -72,7 +76,7 @@ def _beat(args) -> int:
 
 def _up(args) -> int:
     from farm.queue.up import run_up
-    return run_up(args.schedules, args.bind, args.port)
+    return run_up(args.schedules, args.bind, args.port, None if args.no_web else (args.web_bind, args.web_port))
 
 
 def _submit(args) -> int:
