@@ -183,9 +183,15 @@ def test_a_job_from_the_submit_form_reaches_done_in_the_browser_with_its_verdict
     chromium(web_lab["base"] + page, tmp_path, f"--screenshot={shot}")
     _, _, rows = png_pixels(shot.read_bytes())
     assert count_colours(rows, {"pass": PASS_GREEN})["pass"] > 200  # the verdict's green, in the picture
-    # and the run is in the triage views, live from the database
+    # and the run is in the triage views, live from the database: the very body `farm report --html` writes
     _, triage, _ = b.request("/triage/")
-    assert 'class="entry s-pass" data-hw-class=' in triage and "<h2>Bisections</h2>" in triage
+    live = re.search(r'<div class="triage">(.*)</div>\s*</body>', triage, re.S).group(1)
+    assert 'class="entry s-pass" data-hw-class=' in live and "<h2>Bisections</h2>" in live
+    report = subprocess.run(farm_cmd("report", "--html", str(tmp_path / "report")), cwd=REPO, env=web_lab["env"],
+                            capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    static = (tmp_path / "report" / "index.html").read_text()
+    assert live == re.search(r"<body>(.*)</body>", static, re.S).group(1)
 
 
 @pytest.mark.slow
@@ -219,17 +225,6 @@ def test_a_forged_post_without_the_csrf_token_changes_nothing(web_lab):
     with pytest.raises(urllib.error.HTTPError) as e:
         urllib.request.urlopen(req, timeout=30)
     assert e.value.code == 400
-
-
-@pytest.fixture
-def outside_host(tmp_path):
-    """A network namespace with a veth to this host: an address beyond loopback."""
-    from support.netns import NetnsHost
-    host = NetnsHost(9, tmp_path, tmp_path / "no-key", with_sshd=False).up()
-    try:
-        yield host
-    finally:
-        host.down()
 
 
 @pytest.mark.root
