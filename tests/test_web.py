@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import subprocess
 import urllib.error
@@ -49,6 +50,21 @@ def test_the_login_wants_farm_and_the_password_in_basic_auth():
     assert security.login_ok(basic("farm:pw"), "pw")
     for bad in (basic("farm:wrong"), basic("root:pw"), basic("farmpw"), "Bearer pw", "Basic !!!", "", None):
         assert not security.login_ok(bad, "pw"), bad
+
+
+def test_farm_web_refuses_a_bad_address_and_a_port_in_use_in_one_line(tmp_path):
+    env = {**os.environ, "FARM_STATE_DIR": str(tmp_path)}
+    bad = subprocess.run(farm_cmd("web", "--bind", "not-an-address"), cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr == "farm: --bind: 'not-an-address' is not an IP address\n"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        busy = subprocess.run(farm_cmd("web", "--port", str(port)), cwd=REPO, env=env, capture_output=True,
+                              text=True, timeout=60)
+    assert busy.returncode == 3 and busy.stderr.startswith(f"farm: farm web cannot listen on 127.0.0.1:{port}")
+    assert len(busy.stderr.splitlines()) == 1
 
 
 def test_loopback_needs_no_login_and_answers_only_to_loopback_names(tmp_path):
@@ -140,9 +156,13 @@ def chromium(url: str, tmp: Path, *how: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp)})
 
 
+def farm_hosts(lab, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(farm_cmd("hosts", *args), cwd=REPO, env={**lab["env"], "FARM_BROKER_URL": lab["broker"]},
+                          capture_output=True, text=True, timeout=60)
+
+
 def health_of(lab) -> str:
-    p = subprocess.run(farm_cmd("hosts", "--json"), cwd=REPO, env={**lab["env"], "FARM_BROKER_URL": lab["broker"]},
-                       capture_output=True, text=True, timeout=60)
+    p = farm_hosts(lab, "--json")
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)[HOST]["health"]
 
@@ -214,8 +234,11 @@ def test_a_forged_post_without_the_csrf_token_changes_nothing(web_lab):
     _, hosts, _ = b.request("/hosts")
     history = re.search(r'<td class="history">(.*?)</td>', hosts, re.S).group(1)
     assert "healthy: released by an operator" in history and "quarantined: quarantined by an operator" in history
-    # names the CLI would refuse are refused here too
-    assert b.request("/hosts/no-such-host/quarantine", {"csrf": token})[0] == 400
+    # names the CLI refuses are refused here too, with its words
+    cli = farm_hosts(web_lab, "--quarantine", "no-such-host")
+    assert cli.returncode == 2 and "unknown host 'no-such-host'" in cli.stderr
+    status, body, _ = b.request("/hosts/no-such-host/quarantine", {"csrf": token})
+    assert status == 400 and "unknown host &#39;no-such-host&#39;" in body
     assert b.request(f"/hosts/{HOST}/delete", {"csrf": token})[0] == 400
     status, body, _ = b.request("/submit", {"csrf": token, "job": "../pyproject.toml"})
     assert status == 400 and "no job &#39;../pyproject.toml&#39;" in body
