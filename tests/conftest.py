@@ -72,6 +72,18 @@ def no_leaks():
 
 
 @pytest.fixture
+def outside_host(tmp_path):
+    """A network namespace with a veth to this host: an address beyond
+    loopback to bind to (its root_ip), and a client on the other side of it."""
+    from support.netns import NetnsHost
+    host = NetnsHost(7, tmp_path, tmp_path / "no-client-key", with_sshd=False).up()  # no sshd: no key
+    try:
+        yield host
+    finally:
+        host.down()
+
+
+@pytest.fixture
 def redis_server(tmp_path):
     from support.lab import RedisServer
     server = RedisServer(tmp_path / "redis").start()

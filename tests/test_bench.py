@@ -19,6 +19,8 @@ KEYS = {
     "queue.py": {"p50_ms", "p95_ms", "latency_samples", "fanout_tasks", "workers", "fanout_s"},
     "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
                  "target_matrix_s"},
+    "web.py": {"hosts", "results", "requests", "hosts_p50_ms", "hosts_p95_ms", "metrics_p50_ms", "metrics_p95_ms",
+               "target_p95_ms"},
     "lab.py": {"boot_to_worker_ready_s", "smoke_host_s", "smoke_guest_s", "guest_vs_host", "duration",
                "guest_run", "matrix_s", "serial_s", "speedup", "serial_basis", "matrix_runs", "matrix_guests",
                "boot_to_ready_s", "first_job_s", "reused_job_overhead_s"},
@@ -64,6 +66,14 @@ def test_the_queue_bench_runs():
 def test_the_store_bench_runs():
     out = smoke("store.py", 300)
     assert out["results"] == 500 and out["results_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_the_web_bench_runs():
+    out = smoke("web.py", 300)
+    assert (out["hosts"], out["results"], out["requests"]) == (20, 500, 5) and out["hosts_p95_ms"] > 0
+    # a number once farm/web/metrics.py is in the build, else it says why not
+    assert isinstance(out["metrics_p95_ms"], (int, float)) or out["metrics_p95_ms"].startswith("skipped"), out
 
 
 @pytest.mark.slow

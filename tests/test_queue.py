@@ -131,7 +131,7 @@ def test_a_quarantined_host_gets_no_lab_wide_job_until_a_health_check_passes(lab
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=["ctrl-c", "sigterm", "sighup"])
 def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
     """With no broker given and none answering, farm up starts redis-server
-    on 127.0.0.1:6379, then a worker, the collector and beat. Ctrl-C, and
+    on 127.0.0.1:6379, then a worker, the collector, beat and the web page. Ctrl-C, and
     SIGTERM and SIGHUP as systemd, docker or a closed terminal send them,
     stop every one of them. In a network namespace of the test's own: its
     6379 is free whatever listens on this machine's."""
@@ -155,7 +155,7 @@ def test_farm_up_starts_a_lab_and_a_stop_signal_stops_all_of_it(tmp_path, stop):
         assert bind == ["bind", "127.0.0.1"]  # loopback only, unless --bind says else
         kids = descendants(up.pid)
         names = sorted(Path(f"/proc/{k}/comm").read_text().strip() for k in kids)
-        assert len(kids) == 4 and "redis-server" in names, names  # redis-server, worker, collector, beat
+        assert len(kids) == 5 and "redis-server" in names, names  # redis-server, worker, collector, beat, web
         fds = pidfds(kids)
         up.send_signal(stop)
         assert up.wait(timeout=120) == EXIT_PASS, log.read_text()

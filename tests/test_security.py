@@ -15,7 +15,7 @@ import pytest
 import redis
 
 from support import REPO, farm_cmd, wait_for
-from support.netns import NetnsHost, sh
+from support.netns import sh
 from support import children_of
 
 FARM_SOURCES = sorted((REPO / "farm").rglob("*.py"))
@@ -98,19 +98,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@pytest.fixture
-def outside_host(tmp_path):
-    """A network namespace with a veth to this host: an address beyond
-    loopback to bind to, and a client on the other side of it."""
-    key = tmp_path / "key"
-    sh("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key))
-    host = NetnsHost(7, tmp_path, key, with_sshd=False).up()
-    try:
-        yield host
-    finally:
-        host.down()
 
 
 @pytest.mark.root

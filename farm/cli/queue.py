@@ -24,11 +24,15 @@ def add_commands(sub) -> None:
     beat = sub.add_parser("beat", help="fire the scheduled lab-wide runs")
     beat.add_argument("schedules", nargs="?", default="jobs/schedules.yaml")
     beat.set_defaults(handler=_beat)
-    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector and beat")
+    up = sub.add_parser("up", help="a one-machine lab: redis, worker, collector, beat and the web page")
     up.add_argument("--schedules", default="jobs/schedules.yaml")
     up.add_argument("--bind", metavar="ADDR", help="start redis-server on ADDR (default loopback; "
                     "beyond loopback it requires a generated password)")
     up.add_argument("--port", type=int, help="start redis-server on this port (default 6379)")
+    up.add_argument("--web-bind", default="127.0.0.1", metavar="ADDR",
+                    help="farm web listens here (default loopback; beyond it, a login)")
+    up.add_argument("--web-port", type=int, default=8080, help="farm web's port (default 8080)")
+    up.add_argument("--no-web", action="store_true", help="no web page")
     up.set_defaults(handler=_up)
 
     sm = sub.add_parser("submit", help="queue a job on the lab's matching hosts")
@@ -50,6 +54,7 @@ def add_commands(sub) -> None:
     rs.set_defaults(handler=_results)
     hs = sub.add_parser("hosts", help="the lab's hosts: facts, health, heartbeat, job")
     hs.add_argument("--release", metavar="HOST", help="mark HOST healthy again")
+    hs.add_argument("--quarantine", metavar="HOST", help="keep lab-wide jobs off HOST until released")
     hs.add_argument("--json", action="store_true")
     hs.set_defaults(handler=_hosts)
 
@@ -71,27 +76,14 @@ def _beat(args) -> int:
 
 def _up(args) -> int:
     from farm.queue.up import run_up
-    return run_up(args.schedules, args.bind, args.port)
+    return run_up(args.schedules, args.bind, args.port, None if args.no_web else (args.web_bind, args.web_port))
 
 
 def _submit(args) -> int:
     from farm.queue.app import app
-    from farm.queue.routing import parse_where
-    from farm.queue.submit import selection_for, submit
-    from farm.cli.run import duration_override
-    from farm.spec import load_spec
-
-    overrides = duration_override(args.duration or None)
-    spec = load_spec(args.job, overrides, elsewhere=True)
-    try:
-        where = parse_where(args.where)
-    except ValueError as e:
-        raise BadInput(f"--where: {e}") from None
-    hosts = [h.strip() for h in args.hosts.split(",") if h.strip()]
-    sel = selection_for(spec, where, hosts, args.all)
+    from farm.queue.operator import submit_job_file
     reg = registry()
-    with open(args.job) as f:
-        sub = submit(app, reg, spec, f.read(), sel, overrides)
+    sub = submit_job_file(app, reg, args.job, args.where, args.hosts, args.all, args.duration)
     print(sub["id"])
     if not args.wait:
         return EXIT_PASS
@@ -161,12 +153,10 @@ def _results(args) -> int:
 
 def _hosts(args) -> int:
     reg = registry()
-    if args.release:
-        try:
-            reg.release(args.release)
-        except KeyError:
-            raise BadInput(f"unknown host {args.release!r}") from None
-        print(f"{args.release}: healthy")
+    if args.release or args.quarantine:
+        from farm.queue.operator import change_health
+        host, action = (args.release, "release") if args.release else (args.quarantine, "quarantine")
+        print(f"{host}: {change_health(reg, host, action)}")
         return EXIT_PASS
     hosts = reg.hosts()
     if args.json:

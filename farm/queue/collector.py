@@ -48,7 +48,7 @@ class Collector:
             if any(f["kind"] in CRASH_KINDS for f in result["findings"]):
                 self.reg.note_loss(host)
             elif result["job"] == "health" and result["verdict"] == "pass":
-                self.reg.release(host)  # a passing health-check brings a host back
+                self.reg.release(host, "a health-check passed")  # brings a host back
         if result["verdict"] == "fail" and not lost and self.app is not None:
             self._retry(result)
             self._bisect(result)

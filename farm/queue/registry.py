@@ -6,6 +6,7 @@ Keys (prefix farm:): hosts (set) · host:<h> (hash: facts, queues, health,
 losses, registered) · hb:<h> (TTL) · lease:<h> (TTL, SET NX) · running:<h>
 (the run in hand) · lost:<run_id> (set once: exactly one host-lost) ·
 unrecovered:<h> (list: runs lost with the host, for its return) ·
+health-log:<h> (list, newest first, capped: the host's health changes) ·
 managed:<h> (TTL: a virtual lab watches the host) · reaper (hash: rounds,
 last: the collector's reaper rounds done) · sub:<id> (submission) ·
 subs (zset) · run:<run_id> (hash: state, host, sent (the worker's result is
@@ -36,6 +37,7 @@ QUARANTINE_AFTER = 3   # losses or crashes within the window
 RESULT_CACHE_S = 7 * 24 * 3600
 TICK_MARK_S = 8 * 24 * 3600
 RETRY_MARK_S = 7 * 24 * 3600
+HEALTH_LOG_KEEP = 50   # health changes kept per host, for the web page's history
 MANAGED_S = 10         # a virtual lab renews it every half second while up
 
 
@@ -83,17 +85,38 @@ class Registry:
         return bool(self._r.exists(key("hb", host)))
 
     def hosts(self) -> dict[str, dict]:
+        names = sorted(self._r.smembers(key("hosts")))
+        p = self._r.pipeline(transaction=False)  # one round trip for the lab, not three a host
+        for name in names:
+            p.hgetall(key("host", name))
+            p.get(key("running", name))
+            p.exists(key("hb", name))
+        got = p.execute()
         out = {}
-        for name in sorted(self._r.smembers(key("hosts"))):
-            h = self._r.hgetall(key("host", name))
+        for i, name in enumerate(names):
+            h, running, alive = got[3 * i:3 * i + 3]
             if not h:
                 continue
-            running = self._r.get(key("running", name))
             out[name] = {"facts": json.loads(h.get("facts", "{}")), "queues": json.loads(h.get("queues", "[]")),
-                         "health": h.get("health", "healthy"), "alive": self.alive(name),
+                         "health": h.get("health", "healthy"), "alive": bool(alive),
                          "last_heartbeat": float(h["last_heartbeat"]) if "last_heartbeat" in h else None,
                          "losses": json.loads(h.get("losses", "[]")),
                          "running": json.loads(running) if running else None}
+        return out
+
+    def leases_and_health_logs(self, names: list[str], log_limit: int = 10) -> dict[str, tuple]:
+        """name -> (lease or None, health log newest first), for the web's
+        hosts page: one round trip for the lab."""
+        p = self._r.pipeline(transaction=False)
+        for name in names:
+            p.get(key("lease", name))
+            p.ttl(key("lease", name))
+            p.lrange(key("health-log", name), 0, log_limit - 1)
+        got = p.execute()
+        out = {}
+        for i, name in enumerate(names):
+            owner, ttl, log = got[3 * i:3 * i + 3]
+            out[name] = ({"owner": owner, "ttl": ttl} if owner else None, [json.loads(v) for v in log])
         return out
 
     # lease -------------------------------------------------------------
@@ -176,13 +199,32 @@ class Registry:
         losses.append(now)
         health = "quarantined" if len(losses) >= QUARANTINE_AFTER else "suspect"
         self._r.hset(host_key, mapping={"losses": json.dumps(losses), "health": health})
+        self._log_health(host, health, f"lost or crashed ({len(losses)} in 24 h)", now)
         return health
 
-    def release(self, host: str) -> None:
+    def release(self, host: str, why: str = "released by an operator") -> None:
         """Back to healthy (an operator's word, or a passing health-check)."""
         if not self._r.sismember(key("hosts"), host):
             raise KeyError(host)
         self._r.hset(key("host", host), mapping={"health": "healthy", "losses": "[]"})
+        self._log_health(host, "healthy", why)
+
+    def quarantine(self, host: str, why: str = "quarantined by an operator") -> None:
+        """No lab-wide job for this host until released or a health-check passes."""
+        if not self._r.sismember(key("hosts"), host):
+            raise KeyError(host)
+        self._r.hset(key("host", host), "health", "quarantined")
+        self._log_health(host, "quarantined", why)
+
+    def _log_health(self, host: str, health: str, why: str, now: float | None = None) -> None:
+        p = self._r.pipeline()
+        p.lpush(key("health-log", host), json.dumps({"t": now or time.time(), "health": health, "why": why}))
+        p.ltrim(key("health-log", host), 0, HEALTH_LOG_KEEP - 1)
+        p.execute()
+
+    def health_log(self, host: str, limit: int = HEALTH_LOG_KEEP) -> list[dict]:
+        """The host's health changes, newest first: {t, health, why}."""
+        return [json.loads(v) for v in self._r.lrange(key("health-log", host), 0, limit - 1)]
 
     # submissions -------------------------------------------------------
     def add_submission(self, sub: dict) -> None:

@@ -1,6 +1,6 @@
 """`farm up`: a one-machine lab in the foreground: redis-server (when
 FARM_BROKER_URL is unset and nothing answers, or when --bind/--port ask for
-one), a worker, the collector and beat. Ctrl-C, SIGTERM (systemd, docker,
+one), a worker, the collector, beat and `farm web` (unless --no-web). Ctrl-C, SIGTERM (systemd, docker,
 `kill`) and SIGHUP (the terminal gone) stop them all: the daemons run in
 sessions of their own, so nothing but `farm up` itself would stop them.
 
@@ -67,7 +67,11 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def broker_password(state: Path) -> str:
-    path = state / "redis.password"
+    return generated_password(state / "redis.password")
+
+
+def generated_password(path: Path) -> str:
+    """The password kept in path (0600), generated there the first time."""
     if path.exists():
         os.chmod(path, 0o600)  # whatever happened to it since, it is secret again
         return path.read_text().strip()
@@ -115,9 +119,13 @@ def start_redis(bind: str, port: int) -> tuple[subprocess.Popen, str]:
     raise InfraError(f"redis-server did not start on {bind}:{port}")
 
 
-def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> int:
+def run_up(schedules: str, bind: str | None = None, port: int | None = None,
+           web: tuple[str, int] | None = ("127.0.0.1", 8080)) -> int:
+    """web: where `farm web` listens (None: no web page)."""
     from farm.queue.schedules import load_schedules
     load_schedules(schedules)  # a bad file is bad input before anything starts
+    if web:
+        is_loopback(web[0])  # a bad --web-bind too
     procs: list[subprocess.Popen] = []
     redis_proc = None
     env = dict(os.environ)
@@ -130,10 +138,17 @@ def run_up(schedules: str, bind: str | None = None, port: int | None = None) -> 
         elif "FARM_BROKER_URL" not in os.environ and not _redis_answers(DEFAULT_BROKER):
             redis_proc, env["FARM_BROKER_URL"] = start_redis("127.0.0.1", 6379)
         farm = [sys.executable, "-m", "farm.cli"]
-        for cmd in (["worker"], ["collector"], ["beat", schedules]):
+        daemons = [["worker"], ["collector"], ["beat", schedules]]
+        if web:
+            daemons.append(["web", "--bind", web[0], "--port", str(web[1])])
+        for cmd in daemons:
             procs.append(subprocess.Popen(farm + cmd, env=env, start_new_session=True))
         where = f" on {bind}:{port or 6379}" if bind and not is_loopback(bind) else ""
-        print(f"farm up: redis{where}, worker, collector, beat running; Ctrl-C stops them", flush=True)
+        print(f"farm up: redis{where}, worker, collector, beat{', web' if web else ''} running; "
+              "Ctrl-C stops them", flush=True)
+        if web:
+            from farm.web.serve import address
+            print(f"farm up: the lab's page is at {address(*web)}", flush=True)
         if where:
             print(f"farm up: workers elsewhere need broker_url redis://:PASSWORD@{bind}:{port or 6379}/0, "
                   f"the password is in {state_dir() / 'redis.password'}", flush=True)

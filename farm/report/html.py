@@ -56,21 +56,33 @@ pre .file{font-weight:600}
 def render(store: Store, out_dir: Path) -> Path:
     """Write index.html and sig-<id>.html into out_dir; the index's path."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    sigs = [s for s in signatures(store) if not is_infra(s)]  # infra ones are lab health
-    wheres = {s.id: where(store, s) for s in sigs}
+    sigs, wheres = kernel_signatures(store)
+    index = out_dir / "index.html"
+    index.write_text(_page("farm triage", index_body(store, sigs, wheres)))
+    for sig in sigs:
+        (out_dir / f"sig-{sig.id}.html").write_text(_page(f"#{sig.id} {sig.text}",
+                                                          signature_body(store, sig, wheres[sig.id])))
+    return index
+
+
+def kernel_signatures(store: Store) -> tuple[list[Signature], dict[int, Where]]:
+    """The kernel signatures (infra ones are lab health) and where each occurs."""
+    sigs = [s for s in signatures(store) if not is_infra(s)]
+    return sigs, {s.id: where(store, s) for s in sigs}
+
+
+def index_body(store: Store, sigs: list[Signature], wheres: dict[int, Where]) -> str:
+    """The triage index's body: the static report's index.html and the web
+    page's /triage/ are both this (links relative: sig-<id>.html)."""
     sig_ids = {s.text: s.id for s in sigs}
-    body = (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
+    return (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
             f"<h2>Matrix</h2>{_matrix(matrix(store))}"
             f"<h2>Not run</h2>{_not_run(unsupported(store))}"
             f"<h2>Lab health</h2>{_health(health(store), sig_ids)}"
             f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
+            f"<h2>Bisections</h2>{_bisections(store.bisections())}"
             f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
             f"<h2>Throughput</h2>{_throughput(store)}")
-    index = out_dir / "index.html"
-    index.write_text(_page("farm triage", body))
-    for sig in sigs:
-        (out_dir / f"sig-{sig.id}.html").write_text(_signature_page(store, sig, wheres[sig.id]))
-    return index
 
 
 def _page(title: str, body: str) -> str:
@@ -183,6 +195,16 @@ def _regressions(store: Store, sig_ids: dict[str, int]) -> str:
     return _table(["job", "class", "cell", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
 
 
+def _bisections(found: list[dict]) -> str:
+    """Every stored bisection, newest first: running ones and their answers."""
+    if not found:
+        return "<p>None.</p>"
+    rows = [f'<tr data-bisection="{b["id"]}"><td>{b["id"]}</td><td>{esc(b["status"])}</td>'
+            f"<td>{esc(b['job'])}</td><td>{esc(b['direction'])}</td><td>{_when(b['created'])}</td>"
+            f"<td class=bisect>{esc(bisection_text(b))}</td></tr>" for b in found]
+    return _table(["id", "status", "job", "direction", "started", "answer"], rows, "bisections")
+
+
 def _signatures(sigs: list[Signature], wheres: dict[int, Where]) -> str:
     if not sigs:
         return "<p>None.</p>"
@@ -272,7 +294,8 @@ class JitPair:
     same_sha: bool
 
 
-def _signature_page(store: Store, sig: Signature, w: Where) -> str:
+def signature_body(store: Store, sig: Signature, w: Where) -> str:
+    """A kernel signature's page body (sig-<id>.html), static and live alike."""
     link = esc(sig.link or "–")
     if sig.link and sig.link.startswith(("https://", "http://")):
         link = f'<a href="{esc(sig.link)}">{link}</a>'  # never a javascript: URL
@@ -282,11 +305,10 @@ def _signature_page(store: Store, sig: Signature, w: Where) -> str:
              ("first kernel", esc(w.first_kernel or "–")), ("last kernel", esc(w.last_kernel or "–")),
              ("hosts", str(w.hosts)), ("where", f"<span class=split>{esc(w.split())}</span>")]
     facts += [("bisected", f"<span class=bisect>{esc(bisection_text(b))}</span>") for b in bisections_of(store, sig)]
-    body = (f'<p><a href="index.html">← triage</a></p><h1>#{sig.id} {esc(sig.text)}</h1>'
+    return (f'<p><a href="index.html">← triage</a></p><h1>#{sig.id} {esc(sig.text)}</h1>'
             + "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
             + "<h2>Kernel log</h2>" + _kmsg_section(store, sig)
             + "<h2>JIT disassembly</h2>" + _jit_section(jit_pair(store, sig)))
-    return _page(f"#{sig.id} {sig.text}", body)
 
 
 def kmsg_sample(store: Store, sig: Signature) -> tuple[str, str] | None:
