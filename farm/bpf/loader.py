@@ -109,7 +109,7 @@ class Stressed(Protocol):
     def targets(self, slot: int) -> list[tuple[int, int]]: ...  # (value, fd) the slot may hold
     def universe(self, slot: int) -> int: ...                   # values a slot may hold, EMPTY too
     def counters(self) -> syscall.PerCpuCounters: ...
-    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], retval: int): ...
+    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], runs: int, retval: int): ...
     def close(self) -> None: ...
 
 
@@ -153,8 +153,9 @@ class LoadedTopology:
     def universe(self, slot: int) -> int:
         return TARGETS_PER_SLOT + 1
 
-    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], retval: int):
-        """The oracle's verdict on one window (the return value says nothing here)."""
+    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], runs: int, retval: int):
+        """The oracle's verdict on one window: it counts the runs itself, and
+        the return value says nothing here."""
         return judge_window(self.topology, self.label, self.slots, delta, allowed)
 
     def counters(self) -> syscall.PerCpuCounters:

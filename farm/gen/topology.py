@@ -22,7 +22,7 @@ from farm.gen.shape import Shape, generate
 from farm.spec import GenerateSpec
 from farm.stress.oracle import Verdict
 
-EINTR_RETVAL = -1  # syscall.TestRun.run() of an interrupted window: no return value to judge
+EINTR_RETVAL = -1  # syscall.TestRun.run() of an interrupted window: neither its runs nor its return are known
 
 
 @dataclass
@@ -65,15 +65,15 @@ class ShapeTopology:
     def counters(self) -> syscall.PerCpuCounters:
         return self.ls.counters()
 
-    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], retval: int) -> Verdict:
+    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], runs: int,
+              retval: int) -> Verdict:
         lay = layout(self.shape)
-        runs = delta[lay.run(entry)]  # an interrupted window ran fewer than its repeat
-        if all(len(v) == 1 for v in allowed.values()):
+        if retval != EINTR_RETVAL and all(len(v) == 1 for v in allowed.values()):
             state = {s: next(iter(v)) for s, v in allowed.items()}
-            ret = None if retval == EINTR_RETVAL else retval & 0xFFFFFFFF
-            problems = judge_exact(self.shape, entry, state, runs, delta, ret, self.label)
-        else:
+            problems = judge_exact(self.shape, entry, state, runs, delta, retval & 0xFFFFFFFF, self.label)
+        else:  # churned, or interrupted after an unknown number of runs
             problems = judge_churned(self.shape, entry, allowed, delta, self.label)
+            runs = delta[lay.run(entry)]
         # tail calls taken (attempts that did not fall through); verified only when judged right
         taken = sum(delta[lay.attempt(i)] - delta[lay.fall(i)] for i in range(lay.sites))
         return Verdict(problems, 0 if problems else taken, runs)

@@ -226,6 +226,7 @@ class WindowRunner:
         self._rng.shuffle(self.order)
         for w in self.order:
             lt, ctrs, tr, slots, snap, tally, entry = w
+            repeat = tr.repeat  # _pace sets the next window's
             t0 = time.monotonic_ns()
             retval = tr.run()
             t1 = time.monotonic_ns()
@@ -240,7 +241,7 @@ class WindowRunner:
                 self.unjudged += 1  # the log no longer reaches back: judge nothing
                 tally.windows_unjudged += 1
                 continue
-            v = lt.judge(entry, delta, allowed, retval)
+            v = lt.judge(entry, delta, allowed, repeat, retval)
             self.runs += v.runs
             self.verified += v.tail_calls
             tally.runs += v.runs
