@@ -133,16 +133,16 @@ def test_triage_names_a_seed_that_passes_on_one_kernel_and_fails_on_another(tmp_
 # -- on this kernel ---------------------------------------------------------------------------------
 
 
-def farm_run(job_file, tmp_path, *extra, **spec):
+def farm_run(job_file, tmp_path, **spec):
     res = tmp_path / "result.json"
-    proc = run_farm("run", str(job_file(**spec)), "--json", str(res), *extra)
+    proc = run_farm("run", str(job_file(**spec)), "--json", str(res), "--artifacts", str(tmp_path / "art"))
     return proc, (json.loads(res.read_text()) if res.exists() else None)
 
 
 @pytest.mark.root
 @pytest.mark.slow
 def test_two_generated_shapes_and_a_corpus_topology_pass_with_every_shape_verified(job_file, tmp_path, no_leaks):
-    proc, r = farm_run(job_file, tmp_path, "--artifacts", str(tmp_path / "art"), duration="2s",
+    proc, r = farm_run(job_file, tmp_path, duration="2s",
                        topologies=[{"generate": {"seeds": [7, 11]}}, "direct-main"])
     assert proc.returncode == 0, proc.stderr + json.dumps(r and r["findings"], indent=1)
     assert r["verdict"] == "pass" and r["findings"] == [] and "unverified" not in r
