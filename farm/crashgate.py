@@ -18,7 +18,7 @@ HOW_TO_ALLOW = ("to run it anyway, set crash_ok: true in the job, or allow_crash
 def crash_risks(spec) -> list[tuple[str, str]]:
     """(item, why it can crash an unfixed kernel) for every crash-risk item of the job."""
     items = [(f"topology {t.name}", TOPOLOGIES[t.name].crash_risk)
-             for t in spec.topologies if TOPOLOGIES[t.name].crash_risk]
+             for t in spec.topologies if t.name and TOPOLOGIES[t.name].crash_risk]
     if "refuse" in spec.checks:
         from farm.detect.refuse import crash_risks as refuse_risks
         items += refuse_risks()

@@ -7,10 +7,11 @@ and under a worker's task (farm.queue.worker_run).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from farm import cellproof, facts as facts_mod
 from farm.bpf import jit, mitigation
 from farm.bpf.corpus import TOPOLOGIES
 from farm.bpf.libbpf import Unsupported
-from farm.bpf.loader import LoadedTopology, ensure_bpffs, load_topology, remove_pins
+from farm.bpf.loader import Stressed, ensure_bpffs, load_topology, remove_pins
 from farm.bpf.toolchain import LoadError, require_tool
 from farm.bpf.pins import PinGuard, run_pin_dir, sweep_stale
 from farm.detect import refuse
@@ -30,7 +31,10 @@ from farm.artifacts import Artifacts, add_error
 from farm.result import LOG_TAIL_CHARS, Finding, ProgramInfo, Result, Stats, TopologyStats, now_iso
 from farm.spec import JobSpec
 from farm.stress.engine import StressOutcome, run_stress
-from farm.stress.oracle import merge_problems
+from farm.gen.check import StaticReport
+from farm.gen.shape import generate
+from farm.gen.topology import ShapeTopology, load_generated
+from farm.stress.oracle import ProblemRecord, merge_problems
 
 
 @dataclass
@@ -61,7 +65,7 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
     host = facts_mod.probe()
     result = Result(run_id=run_id, job=spec.name, host=host.host_json(), started=now_iso())
     # every topology of the job counts, also one that never loads or runs
-    result.stats.per_topology = {topology_key(i, t.name): TopologyStats() for i, t in enumerate(spec.topologies)}
+    result.stats.per_topology = {topology_key(i, t.label): TopologyStats() for i, t in enumerate(spec.topologies)}
     arts = Artifacts(opts.artifacts, result)
     arts.write("facts", "facts.json", json.dumps(host.to_dict(), indent=2) + "\n")
     duration = spec.duration
@@ -120,7 +124,7 @@ def run_job(spec: JobSpec, opts: RunOptions) -> Result:
 def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings) -> StressOutcome | None:
     pin_root = run_pin_dir(run_id)
     guard = PinGuard(pin_root)  # before any BPF fd exists: it must hold none
-    loaded: list[LoadedTopology] = []
+    loaded: list[Stressed] = []
     try:
         try:
             pin_root.mkdir(parents=True)
@@ -128,23 +132,29 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
             raise InfraError(f"cannot create {pin_root}: {e.strerror}") from None
         for i, t in enumerate(spec.topologies):
             if len(spec.topologies) > 1:
-                stage(f"loading {i + 1}/{len(spec.topologies)}: {t.name}")
+                stage(f"loading {i + 1}/{len(spec.topologies)}: {t.label}")
+            key = topology_key(i, t.label)
             try:
-                loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault,
-                                            pin_root / topology_key(i, t.name), source=t.source))
+                if t.generate:
+                    loaded.append(load_generated(t.generate, pin_root / key))
+                else:
+                    loaded.append(load_topology(TOPOLOGIES[t.name], t.slots, t.fault, pin_root / key,
+                                                source=t.source))
             except Unsupported as e:  # never a finding, never a pass: named in the result
-                result.unsupported.append({"topology": topology_key(i, t.name), "reason": str(e)})
-                remove_pins(pin_root / topology_key(i, t.name))
+                result.unsupported.append({"topology": key, "reason": str(e)})
+                remove_pins(pin_root / key)
             except LoadError as e:
-                result.findings.append(Finding(
-                    "load-error", f"load-error: {t.name}", str(e),
-                    detail={"topology": t.name, "slots": t.slots, "fault": t.fault, "log": e.log[-LOG_TAIL_CHARS:]}))
+                result.findings.append(_load_error(t, e))
         outcome = None
         if loaded:
+            static = _check_shapes(loaded, stage)
             stage(f"stressing {len(loaded)} topologies for {duration:g}s")
             outcome = run_stress(spec, loaded, duration, on_progress=opts.on_progress)
+            outcome.static = static
             stage("collecting JIT images")
-            _describe_programs(loaded, result, arts, listings, {r.first.topology for r in outcome.problems})
+            suspect = {r.first.topology for r in outcome.problems}
+            suspect |= {p.topology for rep in static.values() for p in rep.problems}
+            _describe_programs(loaded, result, arts, listings, suspect)
         if "refuse" in spec.checks:
             # before the kernel log is stopped: what the shapes cause is read
             stage(f"trying {len(refuse.CASES)} refuse cases")
@@ -156,6 +166,26 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
             lt.close()
         remove_pins(pin_root)
         guard.release()
+
+
+def _load_error(t, e: LoadError) -> Finding:
+    if t.generate:  # the seed and size make the shape again
+        detail = {"topology": t.label, "generate": t.generate.reproduce(),
+                  "shape": generate(t.generate.seed, t.generate.programs).describe()}
+    else:
+        detail = {"topology": t.name, "slots": t.slots, "fault": t.fault}
+    return Finding("load-error", f"load-error: {t.label}", str(e),
+                   detail={**detail, "log": e.log[-LOG_TAIL_CHARS:]})
+
+
+def _check_shapes(loaded: list[Stressed], stage) -> dict[str, StaticReport]:
+    """The static check of every generated shape, before the stress: every
+    entry run with the slots held still, every counter against the model
+    (farm/gen/check.py). By topology key."""
+    shapes = [lt for lt in loaded if isinstance(lt, ShapeTopology)]
+    if shapes:
+        stage(f"checking {len(shapes)} generated shapes against the model")
+    return {st.pin_dir.name: st.check_static() for st in shapes}
 
 
 def _add_refusals(result: Result, outcomes: list[refuse.Outcome], arts: Artifacts) -> None:
@@ -178,7 +208,19 @@ def _add_outcome(result: Result, spec: JobSpec, o: StressOutcome) -> None:
                          updates_per_s=round(o.updates / o.duration_s, 1) if o.duration_s else 0.0,
                          tail_calls_per_s=round(o.verified / o.duration_s, 1) if o.duration_s else 0.0,
                          windows=o.windows, windows_unjudged=o.unjudged, per_topology=per_topology)
-    result.findings.extend(merge_problems(o.problems, spec))
+    records = list(o.problems)
+    # the static check's runs and tail calls count as verified too (the
+    # rates stay the stress's own); its problems become findings like the
+    # runners' (on the CPU check_static pins this process to; no stress window)
+    cpu = min(os.sched_getaffinity(0))
+    for key, rep in o.static.items():
+        result.stats.runs += rep.runs
+        result.stats.tail_calls_verified += rep.tail_calls
+        per_topology[key].runs += rep.runs
+        per_topology[key].tail_calls_verified += rep.tail_calls
+        records += [ProblemRecord(replace(p, detail={**p.detail, "check": "static"}), cpu, (0.0, 0.0),
+                                  count=p.detail.get("count", 1)) for p in rep.problems]
+    result.findings.extend(merge_problems(records, spec))
     for text in o.hung:
         result.findings.append(Finding("hang", "hang: stress process", text))
     if o.child_failures:
@@ -198,17 +240,17 @@ def _record_cell(result: Result, request: cellproof.CellRequest, vulnerabilities
         add_error(result, f"farm bug: cell: {type(e).__name__}: {e}")
 
 
-def _proof_programs(loaded: list[LoadedTopology]) -> set[tuple[str, str]]:
+def _proof_programs(loaded: list[Stressed]) -> set[tuple[str, str]]:
     """The programs whose listings prove the cell: every program of a
     topology with indirect tail calls (which of them jump is only known from
     the listing), or else one program for the return path."""
-    picked = {(lt.pin_dir.name, name) for lt in loaded if lt.topology.call == "indirect" for name in lt.prog_fds}
+    picked = {(lt.pin_dir.name, name) for lt in loaded if lt.indirect for name in lt.prog_fds}
     if not picked and loaded and loaded[0].prog_fds:
         picked = {(loaded[0].pin_dir.name, min(loaded[0].prog_fds))}
     return picked
 
 
-def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artifacts, listings: list[str],
+def _describe_programs(loaded: list[Stressed], result: Result, arts: Artifacts, listings: list[str],
                        suspect: set[str] = frozenset()) -> None:
     """ProgramInfo of every program, and its JIT image and disassembly as
     artifacts, with the xlated dump of each topology's entry and of every
@@ -221,6 +263,7 @@ def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artif
     proof = _proof_programs(loaded)
     kallsyms = jit.Kallsyms()
     wanted = []  # (topology, program name, image) to disassemble
+    entries = {lt.pin_dir.name: {name for _, name, _ in lt.entries()} for lt in loaded}
     for lt in loaded:
         for name, fd in sorted(lt.prog_fds.items()):
             img = jit.read_jit(fd)
@@ -234,5 +277,5 @@ def _describe_programs(loaded: list[LoadedTopology], result: Result, arts: Artif
             full, d = f"{lt.pin_dir.name}/{name}", f"jit/{lt.pin_dir.name}"
             arts.write(f"{full}.bin", f"{d}/{name}.bin", img.image)
             arts.write(f"{full}.S", f"{d}/{name}.S", listing)
-            if name == "entry" or lt.label in suspect:
+            if name in entries[lt.pin_dir.name] or lt.label in suspect:
                 arts.write(f"{full}.xlated.txt", f"{d}/{name}.xlated.txt", jit.dump_xlated(img.prog_id))

@@ -10,14 +10,18 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
 from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
 from farm.errors import BadInput, shown
+from farm.gen.shape import MAX_PROGRAMS, MIN_PROGRAMS
 from farm.inputs import load_yaml, read_input
 
 MAX_DURATION_S = 7 * 24 * 3600
+GEN_PROGRAMS = 12  # a generated shape's size unless the job says otherwise
+MAX_SEED = (1 << 63) - 1  # stored as an integer everywhere it goes
+MAX_SEEDS = 256           # topologies one `seeds:` entry may expand into
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
 OPS = ("install", "replace", "delete")
@@ -100,8 +104,48 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class GenerateSpec(_Strict):
+    """A generated tail-call shape (farm/gen/shape.py): the same seed and
+    size give the same programs on every host."""
+    seed: StrictInt = Field(ge=0, le=MAX_SEED)
+    programs: StrictInt = Field(default=GEN_PROGRAMS, ge=MIN_PROGRAMS, le=MAX_PROGRAMS)
+
+    @property
+    def label(self) -> str:
+        """gen-<seed>, as findings, signatures and pin dirs name it; a size
+        other than the default is part of the name (another shape)."""
+        return f"gen-{self.seed}" + (f"-p{self.programs}" if self.programs != GEN_PROGRAMS else "")
+
+    def reproduce(self) -> dict:
+        return {"seed": self.seed, "programs": self.programs}
+
+
+def expand_seeds(entry: dict) -> list[dict]:
+    """{generate: {seeds: "0-9", programs: 12}} -> one generate entry per
+    seed; any other entry as it is."""
+    gen = entry.get("generate") if isinstance(entry, dict) else None
+    if not isinstance(gen, dict) or "seeds" not in gen:
+        return [entry]
+    if "seed" in gen:
+        raise ValueError("generate: give seed or seeds, not both")
+    seeds, rest = gen["seeds"], {k: v for k, v in gen.items() if k != "seeds"}
+    if isinstance(seeds, str) and (m := re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", seeds)):
+        lo, hi = int(m.group(1)), int(m.group(2))
+        if hi < lo or hi - lo >= MAX_SEEDS:
+            raise ValueError(f"generate: seeds {shown(seeds)}: a range like 0-9 of at most {MAX_SEEDS} seeds")
+        seeds = list(range(lo, hi + 1))
+    if not (isinstance(seeds, list) and seeds and len(seeds) <= MAX_SEEDS
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)):
+        raise ValueError(f"generate: seeds {shown(seeds)}: a range like 0-9 or a list of seeds "
+                         f"(at most {MAX_SEEDS})")
+    return [{**{k: v for k, v in entry.items() if k != "generate"}, "generate": {**rest, "seed": x}}
+            for x in seeds]
+
+
 class TopologySpec(_Strict):
-    name: str
+    name: str | None = None
+    # instead of a corpus name: a generated shape (docs/jobs.md)
+    generate: GenerateSpec | None = None
     slots: int = 1
     fault: str | None = Field(default=None, description="test-only: a corpus variant that misbehaves")
     # the job's own program for this topology, inline C (farm/bpf/custom.py);
@@ -110,13 +154,26 @@ class TopologySpec(_Strict):
 
     @field_validator("name")
     @classmethod
-    def _known(cls, v: str) -> str:
-        if v not in TOPOLOGIES:
+    def _known(cls, v: str | None) -> str | None:
+        if v is not None and v not in TOPOLOGIES:
             raise ValueError(f"unknown topology {shown(v)} (allowed: {', '.join(TOPOLOGIES)})")
         return v
 
+    @property
+    def label(self) -> str:
+        """How the topology is named in keys, pins and findings."""
+        return self.generate.label if self.generate else self.name
+
     @model_validator(mode="after")
     def _fits(self) -> "TopologySpec":
+        if self.generate is not None:
+            given = sorted(self.model_fields_set & {"name", "slots", "fault", "source"})
+            if given:
+                raise ValueError(f"{', '.join(given)} cannot go with generate (a generated shape has its own "
+                                 "programs and slots)")
+            return self
+        if self.name is None:
+            raise ValueError("a topology needs a name (a corpus topology) or generate: {seed: N}")
         topo = TOPOLOGIES[self.name]
         top = MAX_SLOTS if topo.multi_slot else 1
         if not 1 <= self.slots <= top:
@@ -252,8 +309,8 @@ class JobSpec(_Strict):
     @classmethod
     def _topologies(cls, v):
         if not isinstance(v, list) or not v:
-            raise ValueError("a non-empty list of topology names or {name, slots, fault}")
-        return [{"name": t} if isinstance(t, str) else t for t in v]
+            raise ValueError("a non-empty list of topology names, {name, slots, fault} or {generate: {seed}}")
+        return [x for t in v for x in expand_seeds({"name": t} if isinstance(t, str) else t)]
 
     @property
     def writer_cpus(self) -> list[int]:

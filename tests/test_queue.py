@@ -26,12 +26,15 @@ def test_a_job_for_amd_never_runs_on_an_intel_host(lab, job_file, tmp_path):
     lab.worker("intel-1", "GenuineIntel")
     lab.worker("amd-1", "AuthenticAMD")
     out = tmp_path / "results.json"
-    p = lab.farm("submit", str(job_file(**TINY)), "--where", "vendor=amd", "--wait", "--json", str(out))
+    # a generated shape travels in the job's text like any topology (docs/jobs.md)
+    job = job_file(**{**TINY, "topologies": ["direct-main", {"generate": {"seed": 7}}]})
+    p = lab.farm("submit", str(job), "--where", "vendor=amd", "--wait", "--json", str(out))
     assert p.returncode == EXIT_PASS, p.stderr + lab.log("worker-amd-1")
     results = json.loads(out.read_text())
     assert [r["host"]["hostname"] for r in results] == ["amd-1"]
     assert results[0]["host"]["vendor"] == "AuthenticAMD"
     assert results[0]["stats"]["tail_calls_verified"] > 0  # it really ran, on this kernel
+    assert results[0]["stats"]["per_topology"]["1-gen-7"]["tail_calls_verified"] > 0
     hosts = json.loads(lab.farm("hosts", "--json").stdout)
     assert hosts["intel-1"]["facts"]["vendor"] == "GenuineIntel"
     assert "farm worker amd-1: " + results[0]["run_id"] in lab.log("worker-amd-1")

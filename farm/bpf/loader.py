@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from farm.bpf import syscall
 from farm.bpf.corpus import (C_NR, PROGS_DIR, TARGETS_PER_SLOT, Topology,
@@ -16,6 +17,7 @@ from farm.bpf.hooks import attach_hooks, attach_hosted
 from farm.bpf.toolchain import (BPF_CFLAGS, LoadError, cache_root, cached_build, clang_version,
                                  content_key, require_tool, slot_defines)
 from farm.errors import InfraError
+from farm.stress.oracle import judge_window
 
 BPFFS = Path("/sys/fs/bpf")
 FARM_PIN_ROOT = BPFFS / "farm"
@@ -91,6 +93,26 @@ def ensure_bpffs() -> None:
         raise InfraError(f"bpffs is not mounted at {BPFFS} and mounting it failed: {why}")
 
 
+class Stressed(Protocol):
+    """What the stress engine and host_run drive: a loaded corpus topology
+    (LoadedTopology) or a generated shape (farm.gen.topology.ShapeTopology).
+    A slot's values are what its generation log records: a target id of
+    the corpus, or a shape's candidate index; EMPTY for an empty slot."""
+    label: str
+    pin_dir: Path
+    prog_fds: dict[str, int]
+    slots: int          # how many slots the writers churn
+    indirect: bool      # has indirect tail calls (its listings prove the cell)
+
+    def entries(self) -> list[tuple[int, str, int]]: ...        # (entry, name, fd) a runner runs
+    def slot_array(self, slot: int) -> tuple[syscall.ProgArray, int]: ...  # the slot's map and key
+    def targets(self, slot: int) -> list[tuple[int, int]]: ...  # (value, fd) the slot may hold
+    def universe(self, slot: int) -> int: ...                   # values a slot may hold, EMPTY too
+    def counters(self) -> syscall.PerCpuCounters: ...
+    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], runs: int, retval: int): ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class LoadedTopology:
     """One topology variant loaded and pinned, with open fds to what the
@@ -116,6 +138,25 @@ class LoadedTopology:
 
     def prog_array(self) -> syscall.ProgArray:
         return syscall.ProgArray(self.jmp_table_fd, f"{self.label}/jmp_table")
+
+    # the engine's view (Stressed): one entry, slot i is key i of jmp_table
+    @property
+    def indirect(self) -> bool:
+        return self.topology.call == "indirect"
+
+    def entries(self) -> list[tuple[int, str, int]]:
+        return [(0, "entry", self.prog_fds["entry"])]
+
+    def slot_array(self, slot: int) -> tuple[syscall.ProgArray, int]:
+        return self.prog_array(), slot
+
+    def universe(self, slot: int) -> int:
+        return TARGETS_PER_SLOT + 1
+
+    def judge(self, entry: int, delta: list[int], allowed: dict[int, set[int]], runs: int, retval: int):
+        """The oracle's verdict on one window: it counts the runs itself, and
+        the return value says nothing here."""
+        return judge_window(self.topology, self.label, self.slots, delta, allowed)
 
     def counters(self) -> syscall.PerCpuCounters:
         return syscall.PerCpuCounters(self.stats_fd, C_NR)

@@ -75,7 +75,8 @@ _LINE_SUBS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"\b(task \S+|CPU#N: \S+)/\d+\b"), r"\1/N"),    # comm/pid
     (re.compile(r"\b\d+s!"), "Ns!"),
     (re.compile(r"\b0x[0-9a-fA-F]+\b"), "ADDR"),
-    (re.compile(r"\b[0-9a-f]{8,16}\b"), "ADDR"),
+    # not a generated shape's seed (gen-<seed>, farm/gen/): each seed is its own signature
+    (re.compile(r"(?<!\bgen-)\b[0-9a-f]{8,16}\b"), "ADDR"),
 ]
 
 

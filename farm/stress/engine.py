@@ -18,14 +18,14 @@ import time
 from dataclasses import dataclass, field
 
 from farm.bpf import syscall as sc
-from farm.bpf.corpus import EMPTY, target_id
-from farm.bpf.loader import LoadedTopology
+from farm.bpf.corpus import EMPTY
+from farm.bpf.loader import Stressed
 from farm.result import TopologyStats
 from farm.spec import JobSpec
 from farm.stress.churn import op_cycle
 from farm.stress.genlog import GenLogs
 from farm.stress.native import FarmStep, churn_lib
-from farm.stress.oracle import Problem, ProblemRecord, judge_window, slot_universe
+from farm.stress.oracle import Problem, ProblemRecord
 
 _ctx = mp.get_context("fork")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -70,6 +70,9 @@ class StressOutcome:
     child_failures: list[str] = field(default_factory=list)
     hung: list[str] = field(default_factory=list)
     interrupted: bool = False
+    # by topology key: the static checks of generated shapes that host_run
+    # made before the stress (farm.gen.check.StaticReport)
+    static: dict = field(default_factory=dict)
 
 
 def _child_setup(cpu: int) -> None:
@@ -142,23 +145,23 @@ class SlotWriter:
     """Drives its slots through their op cycle, logging every update. The
     loop itself is C (churn_loop.c): one bpf() per update and nothing else."""
 
-    def __init__(self, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
+    def __init__(self, owned: list[tuple[int, int]], loaded: list[Stressed],
                  logs: GenLogs, ops: tuple[str, ...]):
         cycle = op_cycle(ops)
         per_slot = []
         self._arrays = []  # the steps point into these: keep them alive
         for ti, slot in owned:
-            pa = loaded[ti].prog_array()
+            pa, key = loaded[ti].slot_array(slot)
             self._arrays.append(pa)
-            fds = dict(loaded[ti].targets(slot))
+            targets = loaded[ti].targets(slot)
             log = logs[(ti, slot)]
             steps = []
             for op, k in cycle:
                 if op == "delete":
-                    attr, cmd, value = pa.delete_attr(slot), sc.BPF_MAP_DELETE_ELEM, EMPTY
+                    attr, cmd, value = pa.delete_attr(key), sc.BPF_MAP_DELETE_ELEM, EMPTY
                 else:
-                    tid = target_id(slot, k)
-                    attr, cmd, value = pa.update_attr(slot, fds[tid]), sc.BPF_MAP_UPDATE_ELEM, tid
+                    value, fd = targets[k]
+                    attr, cmd = pa.update_attr(key, fd), sc.BPF_MAP_UPDATE_ELEM
                 steps.append(FarmStep(log.head_addr, log.base_addr, log.cap, value,
                                       ctypes.addressof(attr), cmd, ctypes.sizeof(attr)))
             per_slot.append(steps)
@@ -189,26 +192,32 @@ class SlotWriter:
 
 
 class WindowRunner:
-    """Runs every topology's entry in turn on one CPU, one window each, and
-    judges every window with the oracle."""
+    """Runs every entry of every topology in turn on one CPU, one window
+    each, and judges every window with the topology's judge."""
 
-    def __init__(self, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, repeat: int,
+    def __init__(self, cpu: int, loaded: list[Stressed], logs: GenLogs, repeat: int,
                  start_ns: int, use_oracle: bool = True):
         self.cpu, self.start_ns, self.use_oracle = cpu, start_ns, use_oracle
         self.max_repeat = repeat
         self.work = []
         for ti, lt in enumerate(loaded):
             ctrs = lt.counters()
-            tr = sc.TestRun(lt.prog_fds["entry"], min(repeat, FIRST_REPEAT), f"{lt.label}/entry")
-            slots = [(s, logs[(ti, s)], len(slot_universe(s))) for s in range(lt.slots)]
-            self.work.append([lt, ctrs, tr, slots, ctrs.read_cpu(cpu), TopologyStats()])
+            # one snapshot per counters map, shared by the map's entries: the
+            # delta of a window is since the map's last read on this CPU,
+            # whichever of its entries ran then
+            snap = [ctrs.read_cpu(cpu)]
+            slots = [(s, logs[(ti, s)], lt.universe(s)) for s in range(lt.slots)]
+            tally = TopologyStats()
+            for entry, name, fd in lt.entries():
+                tr = sc.TestRun(fd, min(repeat, FIRST_REPEAT), f"{lt.label}/{name}")
+                self.work.append([lt, ctrs, tr, slots, snap, tally, entry])
         self.order = list(self.work)
         self._rng = random.Random(cpu ^ time.monotonic_ns())
         self.records: dict[tuple, ProblemRecord] = {}
         self.runs = self.verified = self.windows = self.unjudged = self.problems = 0
 
     def round(self) -> None:
-        """One window of every topology, in a new random order each round: a
+        """One window of every entry, in a new random order each round: a
         writer whose delete is held up until the current window ends (the
         kernel waits for the runner's CPU) would otherwise fall into step
         with a fixed order and empty the same topology's slot in every one of
@@ -216,14 +225,15 @@ class WindowRunner:
         cpu = self.cpu
         self._rng.shuffle(self.order)
         for w in self.order:
-            lt, ctrs, tr, slots, prev, tally = w
+            lt, ctrs, tr, slots, snap, tally, entry = w
+            repeat = tr.repeat  # _pace sets the next window's
             t0 = time.monotonic_ns()
-            tr.run()
+            retval = tr.run()
             t1 = time.monotonic_ns()
             self._pace(tr, (t1 - t0) / 1e9)
             cur = ctrs.read_cpu(cpu)
-            delta = [a - b for a, b in zip(cur, prev)]
-            w[4] = cur
+            delta = [a - b for a, b in zip(cur, snap[0])]
+            snap[0] = cur
             self.windows += 1
             tally.windows += 1
             allowed = {s: log.allowed(t0, t1, n) for s, log, n in slots}
@@ -231,7 +241,7 @@ class WindowRunner:
                 self.unjudged += 1  # the log no longer reaches back: judge nothing
                 tally.windows_unjudged += 1
                 continue
-            v = judge_window(lt.topology, lt.label, lt.slots, delta, allowed)
+            v = lt.judge(entry, delta, allowed, repeat, retval)
             self.runs += v.runs
             self.verified += v.tail_calls
             tally.runs += v.runs
@@ -265,7 +275,7 @@ class WindowRunner:
                 p, self.cpu, ((t0 - self.start_ns) / 1e9, (t1 - self.start_ns) / 1e9), count=count)
 
 
-def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[LoadedTopology],
+def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[Stressed],
             logs: GenLogs, spec: JobSpec, duration_ns: int, shared: _Shared) -> None:
     _child_setup(cpu)
     writer = SlotWriter(owned, loaded, logs, spec.writers.ops)
@@ -275,7 +285,7 @@ def _writer(child: int, cpu: int, owned: list[tuple[int, int]], loaded: list[Loa
                    shared.address(shared.base(child) + W_UPDATES))
 
 
-def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, spec: JobSpec,
+def _runner(child: int, cpu: int, loaded: list[Stressed], logs: GenLogs, spec: JobSpec,
             duration_ns: int, shared: _Shared, out: mp.Queue) -> None:
     _child_setup(cpu)
     q, base = shared.q, shared.base(child)
@@ -289,15 +299,16 @@ def _runner(child: int, cpu: int, loaded: list[LoadedTopology], logs: GenLogs, s
     out.put(("runner", child, r.windows, list(r.records.values()), r.per_topology()))
 
 
-def run_stress(spec: JobSpec, loaded: list[LoadedTopology], duration_s: float,
+def run_stress(spec: JobSpec, loaded: list[Stressed], duration_s: float,
                on_progress=None, tick_s: float = 0.25) -> StressOutcome:
     """Churn and run every loaded topology for duration_s on the spec's CPUs."""
     keys = [(ti, s) for ti, lt in enumerate(loaded) for s in range(lt.slots)]
     logs = GenLogs(keys)
     for ti, s in keys:  # every slot starts filled, before any runner starts
-        tid, fd = loaded[ti].targets(s)[0]
-        loaded[ti].prog_array().install(s, fd)
-        logs[(ti, s)].record(tid)
+        value, fd = loaded[ti].targets(s)[0]
+        pa, key = loaded[ti].slot_array(s)
+        pa.install(key, fd)
+        logs[(ti, s)].record(value)
 
     writer_cpus, runner_cpus = spec.writer_cpus, spec.runner_cpus
     owners: dict[int, list] = {w: [] for w in range(len(writer_cpus))}

@@ -162,12 +162,16 @@ def merge_problems(records: list[ProblemRecord], spec: JobSpec) -> list[Finding]
     findings = []
     for (kind, label, slot, _), (r, cpus, windows, count) in merged.items():
         topo = label.split("+")[0]
-        fault = next((t.fault for t in spec.topologies if t.name == topo and t.fault), None)
+        same = [t for t in spec.topologies if t.label == topo]
+        reproduce = {"job": spec.name, "topology": topo}
+        if same and same[0].generate:  # a generated shape: its seed and size make it again
+            reproduce["generate"] = same[0].generate.reproduce()
+        else:
+            reproduce |= {"fault": next((t.fault for t in same if t.fault), None),
+                          "slots": same[0].slots if same else None}
         findings.append(Finding(
             kind, f"{kind} in {topo}", r.first.summary, cpu=r.cpu,
             detail={**r.first.detail, "window_s": [round(x, 6) for x in r.window],
                     "cpus": sorted(set(cpus)), "windows": windows, "occurrences": count,
-                    "reproduce": {"job": spec.name, "topology": topo, "fault": fault,
-                                  "slots": next(t.slots for t in spec.topologies if t.name == topo),
-                                  "cpu": r.cpu, "repeat": spec.repeat}}))
+                    "reproduce": {**reproduce, "cpu": r.cpu, "repeat": spec.repeat}}))
     return findings
