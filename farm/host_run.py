@@ -32,7 +32,6 @@ from farm.result import LOG_TAIL_CHARS, Finding, ProgramInfo, Result, Stats, Top
 from farm.spec import JobSpec
 from farm.stress.engine import StressOutcome, run_stress
 from farm.gen.check import StaticReport
-from farm.gen.shape import generate
 from farm.gen.topology import ShapeTopology, load_generated
 from farm.stress.oracle import ProblemRecord, merge_problems
 
@@ -171,7 +170,7 @@ def _load_and_stress(spec, run_id, duration, result, opts, stage, arts, listings
 def _load_error(t, e: LoadError) -> Finding:
     if t.generate:  # the seed and size make the shape again
         detail = {"topology": t.label, "generate": t.generate.reproduce(),
-                  "shape": generate(t.generate.seed, t.generate.programs).describe()}
+                  "shape": t.generate.shape().describe()}
     else:
         detail = {"topology": t.name, "slots": t.slots, "fault": t.fault}
     return Finding("load-error", f"load-error: {t.label}", str(e),

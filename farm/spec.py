@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, StrictInt, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, ValidationInfo,
+                      field_validator, model_validator)
 
 from farm.bpf.corpus import MAX_SLOTS, TOPOLOGIES
 from farm.errors import BadInput, shown
-from farm.gen.shape import MAX_PROGRAMS, MIN_PROGRAMS
+from farm.gen.shape import MAX_PROGRAMS, MIN_PROGRAMS, Shape, generate
 from farm.inputs import load_yaml, read_input
 
 MAX_DURATION_S = 7 * 24 * 3600
@@ -109,15 +109,22 @@ class GenerateSpec(_Strict):
     size give the same programs on every host."""
     seed: StrictInt = Field(ge=0, le=MAX_SEED)
     programs: StrictInt = Field(default=GEN_PROGRAMS, ge=MIN_PROGRAMS, le=MAX_PROGRAMS)
+    # fentry/fexit trampolines on the shape (a kernel under lockdown refuses
+    # them: the shape is then unsupported there, never a pass)
+    hooks: StrictBool = False
 
     @property
     def label(self) -> str:
         """gen-<seed>, as findings, signatures and pin dirs name it; a size
-        other than the default is part of the name (another shape)."""
-        return f"gen-{self.seed}" + (f"-p{self.programs}" if self.programs != GEN_PROGRAMS else "")
+        other than the default, or hooks, are part of the name (another shape)."""
+        return (f"gen-{self.seed}" + (f"-p{self.programs}" if self.programs != GEN_PROGRAMS else "")
+                + ("-hooks" if self.hooks else ""))
+
+    def shape(self) -> Shape:
+        return generate(self.seed, self.programs, self.hooks)
 
     def reproduce(self) -> dict:
-        return {"seed": self.seed, "programs": self.programs}
+        return {"seed": self.seed, "programs": self.programs, **({"hooks": True} if self.hooks else {})}
 
 
 def expand_seeds(entry: dict) -> list[dict]:

@@ -34,6 +34,9 @@ def test_a_generated_topology_is_named_by_its_seed_and_seeds_expand():
                                                "direct-main"]
     assert s.topologies[0].generate.reproduce() == {"seed": 7, "programs": 12}
     assert s.topologies[-1].generate is None
+    hooked = spec_of({"generate": {"seed": 7, "hooks": True}}).topologies[0].generate
+    assert hooked.label == "gen-7-hooks" and hooked.reproduce()["hooks"] is True
+    assert hooked.shape().hooks and hooked.shape().programs == s.topologies[0].generate.shape().programs
 
 
 @pytest.mark.parametrize("topology, error", [
@@ -45,6 +48,7 @@ def test_a_generated_topology_is_named_by_its_seed_and_seeds_expand():
     ({"generate": {"programs": 12}}, "topologies[0].generate.seed: Field required"),
     ({"generate": {"seed": 7, "size": 3}}, "topologies[0].generate.size: unknown key"),
     ({"generate": 7}, "topologies[0].generate: Input should be a valid dictionary"),
+    ({"generate": {"seed": 7, "hooks": "yes"}}, "topologies[0].generate.hooks: Input should be a valid boolean"),
     ({"generate": {"seed": 7}, "name": "direct-main"}, "topologies[0]: name cannot go with generate"),
     ({"generate": {"seed": 7}, "slots": 2, "fault": "x"}, "topologies[0]: fault, slots cannot go with generate"),
     ({"generate": {"seed": 7}, "source": "int x;"}, "topologies[0]: source cannot go with generate"),

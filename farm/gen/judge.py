@@ -59,7 +59,7 @@ def judge_exact(shape: Shape, entry: int, state: dict[int, int], runs: int, delt
              if delta[lay.run(p)] != expected[lay.run(p)]}
     if wrong and not problems:
         extra = sorted(n for n, (got, exp) in wrong.items() if got > exp)
-        problem("wrong-target", f"programs ran other than the model says: "
+        problem("wrong-target", "programs ran other than the model says: "
                 + ", ".join(f"{n} {got} (expected {exp})" for n, (got, exp) in sorted(wrong.items())[:6]),
                 observed_target=",".join(extra) or "fewer runs", programs=wrong)
     _judge_hooks(shape, lay, delta, problem)

@@ -18,7 +18,7 @@ from farm.gen.check import StaticReport, check_static
 from farm.gen.judge import judge_churned, judge_exact
 from farm.gen.load import LoadedShape, load_shape
 from farm.gen.model import layout
-from farm.gen.shape import Shape, generate
+from farm.gen.shape import Shape
 from farm.spec import GenerateSpec
 from farm.stress.oracle import Verdict
 
@@ -88,4 +88,4 @@ class ShapeTopology:
 def load_generated(gen: GenerateSpec, pin_dir: Path) -> ShapeTopology:
     """Generate the shape of the job's seed and size and load it (LoadError,
     Unsupported and InfraError as load_shape raises them)."""
-    return ShapeTopology(load_shape(generate(gen.seed, gen.programs), pin_dir), gen.label)
+    return ShapeTopology(load_shape(gen.shape(), pin_dir), gen.label)
