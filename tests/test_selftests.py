@@ -32,6 +32,8 @@ KERNEL_6_1 = "deb:linux-image-6.1.0-57-amd64-unsigned"
 # test-only variants: an fexit that never counts, a freplace that never counts
 FAULTS = {"name": "trampoline-faults", "duration": "2s",
           "topologies": [{"name": "fexit", "fault": "skip-count"}, {"name": "freplace", "fault": "skip-count"}]}
+# generated shapes with fentry/fexit, and no hand-written hierarchy among them
+GENERATED = {"name": "generated-hooks", "duration": "2s", "topologies": [{"generate": {"seeds": "0-2", "hooks": True}}]}
 
 
 def test_selftests_yaml_runs_every_topology_of_the_corpus():
@@ -74,9 +76,10 @@ def test_on_this_host_every_topology_its_kernel_refuses_is_unsupported_with_its_
     assert all(ran[n]["tail_calls_verified"] > 0 for n in set(TOPOLOGIES) - TRAMPOLINE)
 
 
-def guest_script(xchg, faults_yaml) -> str:
-    """One guest, every check: selftests.yaml, the faulty variants, then a
-    run killed mid-stress, with the links and programs left listed."""
+def guest_script(xchg, faults_yaml, generated_yaml) -> str:
+    """One guest, every check: selftests.yaml, the faulty variants,
+    generated shapes with trampolines, then a run killed mid-stress, with
+    the links and programs left listed."""
     from farm.guests.vrun import guest_prologue
     py = shlex.quote(sys.executable)
     x = shlex.quote(str(xchg))
@@ -85,6 +88,7 @@ def guest_script(xchg, faults_yaml) -> str:
 echo $? > {x}/selftests.rc
 {py} -m farm.cli run {shlex.quote(str(faults_yaml))} --json {x}/faults.json >{x}/faults.out 2>&1
 echo $? > {x}/faults.rc
+{py} -m farm.cli run {shlex.quote(str(generated_yaml))} --json {x}/generated.json >{x}/generated.out 2>&1
 # a run killed (SIGKILL) once its links are pinned leaves none behind
 {py} -m farm.cli run {shlex.quote(str(faults_yaml))} --duration 120s >/dev/null 2>&1 &
 pid=$!
@@ -105,8 +109,10 @@ def guests(tmp_path_factory):
     base = tmp_path_factory.mktemp("selftests")
     faults_yaml = base / "trampoline-faults.yaml"
     faults_yaml.write_text(yaml.safe_dump(FAULTS))
+    generated_yaml = base / "generated-hooks.yaml"
+    generated_yaml.write_text(yaml.safe_dump(GENERATED))
     # compiled here first (the guests share this host's cache): clang under TCG takes minutes
-    for job in (SELFTESTS, faults_yaml):
+    for job in (SELFTESTS, faults_yaml, generated_yaml):
         subprocess.run(farm_cmd("run", str(job), "--duration", "0.2s"), cwd=REPO, capture_output=True, timeout=600,
                        env={**os.environ, "FARM_ALLOW_CRASHES": "1"})
     out, errors = {}, []
@@ -114,7 +120,7 @@ def guests(tmp_path_factory):
     def one(label, kernel):
         try:
             xchg = base / label
-            run = run_in_guest(guest_script(xchg, faults_yaml), xchg, "EPYC-Milan", resolve_kernel(kernel),
+            run = run_in_guest(guest_script(xchg, faults_yaml, generated_yaml), xchg, "EPYC-Milan", resolve_kernel(kernel),
                                timeout_s=2400, hostname=f"vm-{label}")
             out[label] = (xchg, run)
         except Exception as e:  # reported by the test, not lost in a thread
@@ -171,6 +177,34 @@ def test_in_debians_6_1_the_hierarchies_overrun_the_limit_and_two_refuse_checks_
     assert {u["topology"] for u in r["unsupported"]} == {f"refuse:{c}" for c in KFUNC_CASES_6_1}
     ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
     assert all(ran[n]["tail_calls_verified"] > 0 for n in TOPOLOGIES)
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_in_debians_6_12_generated_shapes_with_trampolines_match_the_model(guests):
+    """Seeds 0-2 with fentry/fexit on their subprograms and programs: every
+    count the model predicts, exactly (static check) and under churn."""
+    xchg, run = guests["k612"]
+    r = json.loads(_read(xchg, "generated.json"))
+    assert (r["verdict"], r["findings"], r["unsupported"]) == ("pass", [], []), _read(xchg, "generated.out")[-4000:]
+    ran = {k.split("-", 1)[1]: t for k, t in r["stats"]["per_topology"].items()}
+    assert sorted(ran) == ["gen-0-hooks", "gen-1-hooks", "gen-2-hooks"]
+    assert all(t["tail_calls_verified"] > 0 for t in ran.values()), ran
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_in_debians_6_1_generated_shapes_find_the_hierarchy_bug_without_the_hierarchy_topology(guests):
+    """No hand-written hierarchy in the job: the generated shapes alone show
+    6.1's unshared tail-call counter (runs past 33 to farm's guard), each
+    finding naming its seed; their trampolines count exactly."""
+    xchg, run = guests["k61"]
+    r = json.loads(_read(xchg, "generated.json"))
+    assert r["verdict"] == "fail" and r["unsupported"] == [], _read(xchg, "generated.out")[-4000:]
+    kinds = {f["kind"] for f in r["findings"]}
+    assert kinds == {"tail-call-count"}, r["findings"]
+    over = [f for f in r["findings"] if f["detail"].get("observed", 0) > 33]
+    assert over and all(f["detail"]["seed"] in (0, 1, 2) for f in over), r["findings"]
 
 
 @pytest.mark.qemu
