@@ -6,6 +6,7 @@ subcommands and handlers.
     lab     farm lab ...        (Ansible hosts and QEMU guests)
     triage  farm ingest|triage|report|gc                  (the results database)
     bisect  farm bisect         (packaged kernels: where a failure came or went)
+    fuzz    farm fuzz           (generated tail-call shapes against the model, shrunk, exported)
 
 Exit codes for every command (farm.errors): 0 pass, 1 findings, 2 bad
 input, 3 infrastructure error.
@@ -24,10 +25,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from farm.cli import bisect, lab, queue, run, triage
+    from farm.cli import bisect, fuzz, lab, queue, run, triage
     p = Parser(prog="farm", description="BPF tail-call test farm")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for family in (run, queue, triage, lab, bisect):
+    for family in (run, queue, triage, lab, bisect, fuzz):
         family.add_commands(sub)
     return p
 

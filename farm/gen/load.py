@@ -62,12 +62,22 @@ class LoadedShape:
         self.stats_fd = -1
 
 
-def load_shape(shape: Shape, pin_dir: Path) -> LoadedShape:
-    """Compile the shape's C with the custom-source checks and limits, load
+def compile_shape(shape: Shape) -> bytes:
+    """The shape's object, compiled with the custom-source checks and limits
+    (farm fuzz compiles the next seeds while this one runs)."""
+    with custom_object(shape.name, emit.source(shape), list(BPF_CFLAGS)) as obj:
+        return obj.read_bytes()
+
+
+def load_shape(shape: Shape, pin_dir: Path, obj: Path | None = None) -> LoadedShape:
+    """Compile the shape's C (unless obj is its compile_shape object), load
     it through bpftool under pin_dir, and open what the checks touch."""
     bpftool = require_tool("bpftool")
-    with custom_object(shape.name, emit.source(shape), list(BPF_CFLAGS)) as obj:
+    if obj is not None:
         _bpftool_loadall(bpftool, shape.name, obj, pin_dir)
+    else:
+        with custom_object(shape.name, emit.source(shape), list(BPF_CFLAGS)) as built:
+            _bpftool_loadall(bpftool, shape.name, built, pin_dir)
     ls = LoadedShape(shape, pin_dir)
     try:
         for prog in shape.programs:
