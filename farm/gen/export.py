@@ -71,7 +71,7 @@ def expected(case: Case, repeat: int, seed: int, signature: str, observed) -> di
     want = run_entry(s, case.entry, case.state_dict)
     lay = layout(s)
     return {"seed": seed, "signature": signature, "entry": s.programs[case.entry].name, "repeat": repeat,
-            "cflags": [f for f in BPF_CFLAGS],
+            "cflags": list(BPF_CFLAGS),
             "slots": slots_held(case),
             "counters": {"map": "gstats", "names": counter_names(s),
                          "taken_pairs": [[lay.attempt(i), lay.fall(i)] for i in range(lay.sites)]},

@@ -238,20 +238,22 @@ class Fuzzer:
                 self._unload(ls)
             return bool(got.problems) and got.problems[0].kind == kind
 
-        small = shrink(case, reproduces, self.opts.shrink_tries)
-        ls = self._load(small.case.shape)
+        base = {"seed": shape.seed, "kind": kind, "signature": f"{kind}: {shape.name}", "summary": problem.summary,
+                "entry": shape.programs[case.entry].name, "state": problem.detail.get("state"),
+                "injected": injected_detail(inject, shape), "original": shape.describe(), "original_size": size(case),
+                "shrunk": None, "reproducer": None}
         try:
-            final = run_case(ls, small.case, self.opts.repeat)
-        finally:
-            self._unload(ls)
-        out = {"seed": shape.seed, "kind": kind, "signature": f"{kind}: {shape.name}", "summary": problem.summary,
-               "entry": shape.programs[case.entry].name, "state": problem.detail.get("state"),
-               "injected": opts_inject(inject, shape), "original": shape.describe(),
-               "shrunk": {**small.case.shape.describe(), "size": size(small.case)},
-               "original_size": size(case),
+            small = shrink(case, reproduces, self.opts.shrink_tries)
+            ls = self._load(small.case.shape)
+            try:
+                final = run_case(ls, small.case, self.opts.repeat)
+            finally:
+                self._unload(ls)
+        except InfraError as e:  # the finding stands; only its shrink or export is lost
+            return {**base, "shrink_error": str(e)}
+        out = {**base, "shrunk": {**small.case.shape.describe(), "size": size(small.case)},
                "shrink": {"tries": small.tries, "steps": small.steps, "exhausted": small.exhausted},
-               "reproduces_after_shrink": bool(final.problems) and final.problems[0].kind == kind,
-               "reproducer": None}
+               "reproduces_after_shrink": bool(final.problems) and final.problems[0].kind == kind}
         if self.opts.export_dir:
             shown = final.problems[0] if final.problems else problem  # the shrunk run's own words
             out["reproducer"] = str(export.write(self.opts.export_dir, small.case, final, self.opts.repeat,
@@ -286,7 +288,7 @@ class Fuzzer:
         return False
 
 
-def opts_inject(inject, shape: Shape) -> dict | None:
+def injected_detail(inject, shape: Shape) -> dict | None:
     if not inject:
         return None
     slot = shape.slots[inject[0]]

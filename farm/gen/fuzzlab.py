@@ -17,6 +17,10 @@ from farm.config import state_dir
 from farm.errors import InfraError
 
 GUEST_SECONDS_PER_SEED = 20     # clang and the verifier under TCG, with room
+# a finding's shrink: some 20 loads of ever smaller shapes under TCG; one is
+# allowed for a run (a kernel that fails every seed is seen on the first), one
+# a seed with --inject (every seed fails)
+SHRINK_ALLOWANCE_S = 400
 DEFAULT_KERNEL = "deb:linux-image-amd64"
 
 
@@ -36,7 +40,8 @@ def guest_command(opts, xchg: Path) -> str:
 def allowance_s(opts) -> float:
     from farm.guests.vrun import BOOT_ALLOWANCE_S
     work = opts.budget_s if opts.budget_s is not None else GUEST_SECONDS_PER_SEED * len(opts.seeds)
-    return BOOT_ALLOWANCE_S + work + 60 * bool(opts.export_dir)  # a shrink's loads after the budget
+    shrinks = len(opts.seeds) if opts.inject else 1
+    return BOOT_ALLOWANCE_S + work + SHRINK_ALLOWANCE_S * shrinks
 
 
 def lab_fuzz(args, opts, say=print) -> int:

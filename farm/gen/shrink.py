@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from farm.gen.model import EMPTY, reachable
-from farm.gen.shape import Call, Func, Shape, Site, Slot, Tail
+from farm.gen.shape import Call, Func, Shape, Site, Tail
 
 MAX_TRIES = 300     # candidates run through the callback, at most
 
