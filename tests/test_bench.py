@@ -17,6 +17,8 @@ KEYS = {
                   "update_ratio_vs_c_indirect", "update_ratio_vs_bpftool", "verified_tail_calls_per_s",
                   "raw_tail_calls_per_s", "verified_ratio_vs_raw", "fentry"},
     "queue.py": {"p50_ms", "p95_ms", "latency_samples", "fanout_tasks", "workers", "fanout_s"},
+    "fuzz.py": {"seeds", "shapes_per_minute", "fuzz_seconds", "shape", "repeat", "verified_tail_calls_per_s",
+                "raw_tail_calls_per_s", "verified_ratio_vs_raw", "target_ratio"},
     "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
                  "target_matrix_s"},
     "web.py": {"hosts", "results", "requests", "hosts_p50_ms", "hosts_p95_ms", "metrics_p50_ms", "metrics_p95_ms",
@@ -54,6 +56,14 @@ def test_the_engine_bench_runs():
         assert "the kernel cannot load it" in fentry["unsupported"], fentry
     else:
         assert fentry["verified_tail_calls_per_s"] > 0 and fentry["raw_tail_calls_per_s"] > 0, fentry
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_the_fuzz_bench_runs():
+    out = smoke("fuzz.py", 300)
+    assert out["seeds"] == 3 and out["shapes_per_minute"] > 0 and out["shape"]["programs"] == 12
+    assert out["verified_tail_calls_per_s"] > 0 and out["raw_tail_calls_per_s"] > 0 and out["target_ratio"] == 0.5
 
 
 @pytest.mark.slow

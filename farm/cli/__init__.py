@@ -7,6 +7,7 @@ subcommands and handlers.
     triage  farm ingest|triage|report|gc                  (the results database)
     bisect  farm bisect         (packaged kernels: where a failure came or went)
     web     farm web            (the lab's live pages)
+    fuzz    farm fuzz           (generated tail-call shapes against the model, shrunk, exported)
 
 Exit codes for every command (farm.errors): 0 pass, 1 findings, 2 bad
 input, 3 infrastructure error.
@@ -25,10 +26,10 @@ class Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
-    from farm.cli import bisect, lab, queue, run, triage, web
+    from farm.cli import bisect, fuzz, lab, queue, run, triage, web
     p = Parser(prog="farm", description="BPF tail-call test farm")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
-    for family in (run, queue, triage, lab, bisect, web):
+    for family in (run, queue, triage, lab, bisect, web, fuzz):
         family.add_commands(sub)
     return p
 

@@ -86,11 +86,12 @@ def compile_shape(shape: Shape, text: str | None = None) -> Path:
     return cached_build(out, build, "compiled BPF objects")
 
 
-def load_shape(shape: Shape, pin_dir: Path) -> LoadedShape:
-    """Load the shape's object through bpftool under pin_dir, and open what
-    the checks touch."""
+def load_shape(shape: Shape, pin_dir: Path, obj: Path | None = None) -> LoadedShape:
+    """Load the shape's object (obj: its compile_shape, when made ahead,
+    as farm fuzz does for the next seeds) through bpftool under pin_dir,
+    and open what the checks touch."""
     bpftool = require_tool("bpftool")
-    _bpftool_loadall(bpftool, shape.name, compile_shape(shape), pin_dir)
+    _bpftool_loadall(bpftool, shape.name, obj or compile_shape(shape), pin_dir)
     ls = LoadedShape(shape, pin_dir)
     try:
         for prog in shape.programs:
