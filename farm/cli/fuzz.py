@@ -19,6 +19,8 @@ def add_commands(sub) -> None:
     f = sub.add_parser("fuzz", help="generated tail-call shapes against the reference model, shrunk on failure")
     f.add_argument("--seeds", default=DEFAULT_SEEDS, metavar="A-B", help=f"seeds to run (default {DEFAULT_SEEDS})")
     f.add_argument("--programs", type=int, default=12, metavar="N", help="programs per shape (default 12)")
+    f.add_argument("--hooks", action="store_true",
+                   help="fentry/fexit trampolines on the shapes (a kernel under lockdown refuses them)")
     f.add_argument("--budget", metavar="DURATION", help="stop starting seeds after this long (e.g. 10m)")
     f.add_argument("--json", type=Path, metavar="PATH", help="write the report JSON here")
     f.add_argument("--export", type=Path, metavar="DIR", help="write a reproducer of each finding into DIR/<seed>/")
@@ -47,7 +49,8 @@ def options(args):
             raise BadInput(f"--export: {path} exists and is not a directory")
     if (args.kernel or args.cell) and not args.cpu_model:
         raise BadInput("--kernel and --cell choose a guest: give --cpu-model too")
-    return FuzzOptions(seeds=parse_seeds(args.seeds), programs=check_programs(args.programs), budget_s=budget,
+    return FuzzOptions(seeds=parse_seeds(args.seeds), programs=check_programs(args.programs), hooks=args.hooks,
+                       budget_s=budget,
                        export_dir=args.export, inject=args.inject)
 
 

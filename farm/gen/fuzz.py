@@ -40,6 +40,7 @@ SCHEMA = 1
 class FuzzOptions:
     seeds: range
     programs: int = 12
+    hooks: bool = False             # fentry/fexit on the shapes (not under lockdown)
     budget_s: float | None = None
     export_dir: Path | None = None
     inject: str | None = None
@@ -191,7 +192,7 @@ class Fuzzer:
 
     def seed(self, seed: int, obj: Path | LoadError) -> None:
         opts, t = self.opts, self.tally
-        shape = generate(seed, opts.programs)
+        shape = generate(seed, opts.programs, opts.hooks)
         inject = wrong_slot(shape) if opts.inject == "wrong-slot" else None
         try:
             if isinstance(obj, LoadError):
@@ -263,7 +264,7 @@ class Fuzzer:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             def fill():
                 while len(ahead) < 2 * workers and (s := next(it, None)) is not None:
-                    ahead[s] = pool.submit(_compile, generate(s, self.opts.programs))
+                    ahead[s] = pool.submit(_compile, generate(s, self.opts.programs, self.opts.hooks))
             try:
                 for i, seed in enumerate(seeds):
                     if self.opts.budget_s is not None and time.monotonic() - t0 >= self.opts.budget_s:

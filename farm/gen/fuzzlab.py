@@ -28,6 +28,8 @@ def guest_command(opts, xchg: Path) -> str:
     """The guest's own `farm fuzz`, its JSON and exports in the exchange dir."""
     args = ["fuzz", "--seeds", f"{opts.seeds.start}-{opts.seeds.stop - 1}", "--programs", str(opts.programs),
             "--json", str(xchg / "fuzz.json")]
+    if opts.hooks:
+        args.append("--hooks")
     if opts.budget_s is not None:
         args += ["--budget", f"{opts.budget_s:g}s"]
     if opts.export_dir is not None:

@@ -142,7 +142,13 @@ def _tight_arrays(get) -> Iterator[Case | None]:
     yield replace(c, shape=replace(c.shape, slots=slots, arrays=arrays))
 
 
-_STEPS = (_unreached, _programs, _subs, _slots, _actions, _frames, _direct, _tight_arrays)
+def _hooks(get) -> Iterator[Case | None]:
+    for hook in reversed(get().shape.hooks):
+        c = get()
+        yield replace(c, shape=replace(c.shape, hooks=tuple(h for h in c.shape.hooks if h != hook)))
+
+
+_STEPS = (_unreached, _programs, _subs, _slots, _actions, _hooks, _frames, _direct, _tight_arrays)
 
 
 # --- edits ---
@@ -209,8 +215,10 @@ def compact(c: Case) -> Case:
     def body(f: Func) -> Func:
         return replace(f, body=tuple(Call(sub_map[a.sub]) if isinstance(a, Call) else Tail(site_map[a.site])
                                      for a in f.body))
+    names = {f.name for f in funcs}
     shape = replace(
         s, programs=tuple(body(f) for f in s.programs), subs=tuple(body(s.subs[i]) for i in subs),
+        hooks=tuple(h for h in s.hooks if h.func in names),
         arrays=tuple(s.arrays[a] for a in arrays),
         slots=tuple(replace(s.slots[i], array=array_map[s.slots[i].array]) for i in slots),
         sites=tuple(Site(slot_map[s.sites[i].slot], s.sites[i].direct) for i in sites))
@@ -222,5 +230,5 @@ def size(c: Case) -> int:
     """One number for "smaller": programs, subprograms, actions, slots, stack."""
     s = c.shape
     funcs = (*s.programs, *s.subs)
-    return (len(s.programs) + len(s.subs) + len(s.slots) + len(s.arrays)
+    return (len(s.programs) + len(s.subs) + len(s.slots) + len(s.arrays) + len(s.hooks)
             + sum(len(f.body) for f in funcs) + sum(f.frame for f in funcs) + sum(not x.direct for x in s.sites))
