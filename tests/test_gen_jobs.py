@@ -202,3 +202,14 @@ def test_an_entry_put_into_a_shapes_slot_behind_the_engines_back_is_a_wrong_targ
         assert f["signature"] == f"{f['kind']} in gen-{seed}"
         assert f["detail"]["seed"] == seed and f["detail"]["shape"]["programs"] == 12
         assert f["detail"]["reproduce"]["generate"] == {"seed": seed, "programs": 12}
+
+
+def test_a_guests_objects_are_compiled_here_before_it_boots(tmp_path, monkeypatch):
+    """farm lab run / matrix compile every object of the job into the cache
+    the guest shares (clang under TCG takes minutes): the corpus topology,
+    its trampolines, and a generated shape with its hooks."""
+    from farm.guests.ahead import compile_ahead
+    monkeypatch.setenv("FARM_CACHE_DIR", str(tmp_path))
+    compile_ahead([spec_of({"generate": {"seed": 3, "hooks": True}}, "fentry", {"name": "direct-main", "slots": 2})])
+    built = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "bpf").glob("*.o"))
+    assert built == ["direct-main", "fentry", "gen-3", "gen-3", "hooks"], built

@@ -8,13 +8,14 @@ run's JIT-listing proof is for jobs)."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import sys
 from pathlib import Path
 
 from farm.config import state_dir
-from farm.errors import InfraError
+from farm.errors import FarmError, InfraError
 
 GUEST_SECONDS_PER_SEED = 20     # clang and the verifier under TCG, with room
 # a finding's shrink: some 20 loads of ever smaller shapes under TCG; one is
@@ -46,6 +47,33 @@ def allowance_s(opts) -> float:
     return BOOT_ALLOWANCE_S + work + SHRINK_ALLOWANCE_S * shrinks
 
 
+AHEAD_SEEDS = 1000  # seeds compiled here before the guest boots, at most
+
+
+def compile_seeds_ahead(opts, say) -> None:
+    """The seeds' objects, into the build cache the guest shares: clang under
+    TCG takes many seconds a shape (a shrink's smaller shapes it still
+    compiles itself)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from farm.gen.emit import hooks_source
+    from farm.gen.load import compile_shape
+    from farm.gen.shape import generate
+    seeds = list(opts.seeds)[:AHEAD_SEEDS]
+    say(f"compiling {len(seeds)} shapes for the guest")
+
+    def one(seed: int) -> None:
+        shape = generate(seed, opts.programs, opts.hooks)
+        try:
+            compile_shape(shape)
+            if shape.hooks:
+                compile_shape(shape, hooks_source(shape))
+        except FarmError:
+            pass  # the guest reports it, as the same load-error finding
+    with ThreadPoolExecutor(len(os.sched_getaffinity(0))) as pool:
+        list(pool.map(one, seeds))
+
+
 def lab_fuzz(args, opts, say=print) -> int:
     from farm.cells import boot_args
     from farm.cli.fuzz import summary, write_json
@@ -60,6 +88,7 @@ def lab_fuzz(args, opts, say=print) -> int:
     try:
         xchg.mkdir(parents=True)
         script = guest_prologue(xchg) + "exec " + guest_command(opts, xchg) + "\n"
+        compile_seeds_ahead(opts, say)
         say(f"booting {args.cpu_model} with {kernel.release}{' (' + append + ')' if append else ''} "
             f"for farm fuzz, seeds {opts.seeds.start}-{opts.seeds.stop - 1}")
         run = run_in_guest(script, xchg, args.cpu_model, kernel, timeout_s=allowance_s(opts),

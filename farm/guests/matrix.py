@@ -22,6 +22,7 @@ from farm.cellproof import CellRequest
 from farm.cells import get_cell
 from farm.config import state_dir
 from farm.errors import EXIT_INFRA, VERDICT_EXIT, BadInput, InfraError, shown
+from farm.guests.ahead import compile_ahead
 from farm.guests.qemu import Kernel, initramfs, resolve_kernel, run_in_guest
 from farm.guests.vrun import (allowance_s, farm_run_command, guest_hostname, guest_job_file, guest_prologue,
                               keep_guest_logs, lost_cell_record, lost_guest_result, store_results)
@@ -377,6 +378,7 @@ def run_matrix_command(job_paths: list[str], cpu_models: str, kernels: str, cell
     resolved = {k: resolve_kernel(k) for k in kernel_specs}  # downloads, before any guest boots
     for k in resolved.values():
         initramfs(k)  # built once here, not by several guests' threads at once
+    compile_ahead([j.spec for j in jobs])
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
     out = opts.artifacts or Path("artifacts") / f"matrix-{stamp}"
     out.mkdir(parents=True, exist_ok=True)

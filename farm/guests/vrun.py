@@ -17,6 +17,7 @@ from farm.config import ALLOW_CRASHES_ENV, REPO, state_dir
 from farm.detect.signature import classify
 from farm.errors import EXIT_FINDINGS, EXIT_INFRA, BadInput, InfraError
 from farm.host_run import new_run_id
+from farm.guests.ahead import compile_ahead
 from farm.guests.qemu import SETUP_FAULTS, GuestRun, Kernel, console_records, resolve_kernel, run_in_guest
 from farm.result import Finding, Result, now_iso
 from farm.spec import load_spec
@@ -149,6 +150,7 @@ def lab_run(job: Path, cpu_model: str, kernel_spec: str, json_path: Path | None,
         fault_script, setup_fault = parse_fault(os.environ.get("FARM_LAB_FAULT", ""))
         script = (fault_script + guest_prologue(xchg)
                   + "exec " + farm_run_command(job_copy, xchg, duration, cell_args) + "\n")
+        compile_ahead([spec])
         say(f"booting {cpu_model} with {kernel.release}{' (' + boot_append + ')' if boot_append else ''} "
             f"for {spec.name} ({spec.duration:g}s)")
         allowed_s = allowance_s([spec])
