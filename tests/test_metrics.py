@@ -1,10 +1,20 @@
 """/metrics (farm/web/metrics.py), read back with prometheus_client's own
 parser: on a results database made of real engine results (fast), and in a
 lab of a real redis-server, collector and worker whose real run moves the
-counters (slow). Flower against the same lab is tests/test_flower.py."""
+counters (slow). A real `celery flower` watches that lab: its API lists the
+farm's workers and the run's task, which only the workers' Celery events
+tell it (slow)."""
 from __future__ import annotations
 
+import base64
 import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from datetime import datetime, timedelta
 
 import pytest
@@ -16,7 +26,9 @@ from prometheus_client.parser import text_string_to_metric_families
 from farm.queue.registry import Registry
 from farm.store import open_store
 from farm.web.metrics import CONTENT_TYPE, RATE_RUNS, exposition
-from support.lab import free_port
+from farm.errors import EXIT_PASS
+from support import REPO, wait_for
+from support.lab import Lab, RedisServer, free_port, submitted
 from support.results_lab import T0, base, history, variant
 
 
@@ -111,3 +123,139 @@ def test_a_broker_that_does_not_answer_leaves_the_store_families(store):
     assert m["farm_broker_up"] == {(): 0.0}
     assert "farm_hosts" not in m
     assert m["farm_runs_total"][(("verdict", "pass"),)] > 0
+
+
+# -- a live lab: real redis-server, collector, worker and Flower; one real run ---------
+
+HOST = "metrics-amd"
+TINY = {"duration": "1s", "topologies": ["direct-main"]}
+FLOWER_AUTH = "ops:not-a-real-secret"
+
+
+class Flower:
+    """`celery -A farm.queue.app flower` as docs/metrics.md says to run it:
+    on loopback, behind basic auth (from the environment, off the command
+    line), read-only."""
+
+    def __init__(self, env: dict, workdir):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "flower.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "farm.queue.app", "flower", "--address=127.0.0.1",
+             f"--port={self.port}", "--read_only"],
+            cwd=workdir, env={**env, "FLOWER_BASIC_AUTH": FLOWER_AUTH, "PYTHONPATH": str(REPO)},
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: self.status("/healthcheck") == 200 or self.proc.poll() is not None, "flower to answer", 60)
+        assert self.proc.poll() is None, self.log.read_text()
+
+    def request(self, path: str, method: str = "GET", auth: bool = True):
+        req = urllib.request.Request(self.url + path, method=method, data=b"" if method == "POST" else None)
+        if auth:
+            req.add_header("Authorization", "Basic " + base64.b64encode(FLOWER_AUTH.encode()).decode())
+        return urllib.request.urlopen(req, timeout=30)
+
+    def status(self, path: str, **kw) -> int:
+        try:
+            with self.request(path, **kw) as r:
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+        except OSError:
+            return 0
+
+    def get(self, path: str):
+        with self.request(path) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    """The lab with Flower watching it, scraped before and after one real
+    run of a tiny job on a real worker (BPF: root)."""
+    tmp = tmp_path_factory.mktemp("live")
+    server = RedisServer(tmp / "redis").start()
+    (tmp / "state").mkdir()
+    lab = Lab(server, tmp / "state")
+    flower = None
+    try:
+        lab.collector()
+        lab.worker(HOST)
+        flower = Flower(lab.env, tmp)
+        registry = Registry(redis.Redis.from_url(server.url, decode_responses=True))
+        before = scrape(lab.store(), registry)
+        spec = tmp / "tiny.yaml"
+        spec.write_text(json.dumps(TINY))
+        sub = submitted(lab.farm("submit", str(spec), "--all", "--wait"), EXIT_PASS)
+        stored = wait_for(lambda: lab.stored(sub), "the collector to store the run", 120)
+        yield {"lab": lab, "flower": flower, "registry": registry, "before": before, "result": stored[0]}
+        registry.close()
+    finally:
+        if flower:
+            flower.stop()
+        lab.stop_all()
+        server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_a_real_run_moves_the_counters_and_the_lab_shows_in_the_gauges(live):
+    lab, registry, before, result = live["lab"], live["registry"], live["before"], live["result"]
+    # a host that registered and never beat, with a task waiting on its queue
+    registry.register("ghost", {"hostname": "ghost", "vendor": "AuthenticAMD", "hw_class": "amd-ghost"},
+                      ["host.ghost"])
+    from farm.queue.app import make_app
+    app = make_app(lab.redis.url)
+    try:
+        app.send_task("farm.run", args=[{"run_id": "waits-forever"}], queue="host.ghost")
+    finally:
+        app.close()
+    after = scrape(lab.store(), registry)
+
+    verdict = (("verdict", result["verdict"]),)
+    assert result["verdict"] == "pass"
+    assert after["farm_runs_total"][verdict] == before["farm_runs_total"][verdict] + 1
+    cls = (("hw_class", result["host"]["hw_class"]),)
+    assert cls not in before.get("farm_tail_calls_verified_per_second", {})
+    assert after["farm_tail_calls_verified_per_second"][cls] == pytest.approx(
+        result["stats"]["tail_calls_per_s"])  # one run: its own rate
+
+    assert after["farm_broker_up"] == {(): 1.0}
+    assert after["farm_hosts"][(("health", "healthy"),)] == 2
+    assert after["farm_host_up"] == {(("host", HOST),): 1.0, (("host", "ghost"),): 0.0}
+    ages = after["farm_host_heartbeat_age_seconds"]
+    assert list(ages) == [(("host", HOST),)]  # the ghost never beat: no age
+    assert 0 <= ages[(("host", HOST),)] <= int(lab.env["FARM_HEARTBEAT_TTL"])  # it is alive: beat within its TTL
+    depth = after["farm_queue_depth"]
+    assert depth[(("queue", "host.ghost"),)] == 1
+    assert depth[(("queue", f"host.{HOST}"),)] == 0 and depth[(("queue", "results"),)] == 0
+
+
+@pytest.mark.slow
+@pytest.mark.root
+def test_flower_lists_the_farms_workers_and_the_tasks_they_ran(live):
+    flower, result = live["flower"], live["result"]
+    worker, collector = f"farm@{HOST}", f"farm-collector@{os.uname().nodename}"
+    assert flower.status("/api/workers", auth=False) == 401  # basic auth guards the API
+    # inspected over the broker's remote control (refresh=1), until both answer
+    workers = wait_for(lambda: (w := flower.get("/api/workers?refresh=1")) and {worker, collector} <= set(w) and w,
+                       "flower to list the farm's workers", 60)
+    assert f"host.{HOST}" in {q["name"] for q in workers[worker]["active_queues"]}
+    # online by the worker's heartbeat events
+    wait_for(lambda: flower.get("/api/workers?status=1").get(worker) is True, "the worker online in flower", 60)
+    # the run's farm.run task, known only from the workers' task events
+    tasks = flower.get("/api/tasks?taskname=farm.run")
+    ran = [t for t in tasks.values() if result["run_id"] in (t.get("args") or "")]
+    assert [(t["state"], t["worker"]) for t in ran] == [("SUCCESS", worker)]
+    # read-only: Flower cannot shut a farm worker down
+    assert flower.status(f"/api/worker/shutdown/{worker}", method="POST") == 403
+    assert live["lab"].host_up(HOST)
