@@ -22,6 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
 
 from farm.queue.registry import Registry
 from farm.store import open_store
@@ -113,6 +114,28 @@ def test_the_rate_is_the_newest_runs_whose_stress_ran(tmp_path):
     rate = scrape(store)["farm_tail_calls_verified_per_second"][(("hw_class", new[0]["host"]["hw_class"]),)]
     assert rate == pytest.approx(measured_rate(new + [starved]))
     assert rate < ok["stats"]["tail_calls_per_s"]  # the starved run pulled it down; the old ones aged out
+
+
+def test_a_scrape_never_reads_the_runs_or_findings_tables_whole(store):
+    """Cheap at any size, without timing anything: SQLite's own plan for
+    every query a scrape makes reads runs and findings through an index
+    (migration 0007): a covering index for the counts, a search for the
+    rates. Only the small hosts and bisections tables are scanned."""
+    statements = []
+
+    def keep(_conn, _cursor, statement, params, _context, _many):
+        statements.append((statement, params))
+    event.listen(store.engine, "before_cursor_execute", keep)
+    try:
+        exposition(store, None)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", keep)
+    assert sum(" runs" in s for s, _ in statements) >= 2 and any(" findings" in s for s, _ in statements)
+    with store.engine.connect() as conn:
+        for statement, params in statements:
+            steps = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)]
+            whole = [s for s in steps if s.startswith(("SCAN runs", "SCAN findings")) and "COVERING INDEX" not in s]
+            assert not whole, (statement, steps)
 
 
 def test_a_broker_that_does_not_answer_leaves_the_store_families(store):
