@@ -36,7 +36,7 @@ def answer(direction="fixed", boundary=True, signature=SIG) -> dict:
 
 def check_store(url: str) -> None:
     store = open_store(url)
-    assert current_revision(store.engine) == "0006"  # the head: reports came after
+    assert current_revision(store.engine) == "0007"  # the head: reports, then metrics indexes, came after
     assert store.add_many([(r, None, None) for r in history()]) == len(history())
     i = store.add_bisection(answer())
     [row] = store.bisections(signature=SIG)
@@ -75,7 +75,7 @@ def test_the_upgrade_from_0004_keeps_every_run_and_adds_an_empty_bisections_tabl
     Store(engine).add_many([(r, None, None) for r in history()])
     engine.dispose()
     store = open_store(url)
-    assert current_revision(store.engine) == "0006"  # the head: reports came after
+    assert current_revision(store.engine) == "0007"  # the head: reports, then metrics indexes, came after
     with store.session() as s:
         assert s.scalar(select(func.count()).select_from(Run)) == len(history())
     assert store.bisections() == []

@@ -11,11 +11,10 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from farm.queue.routing import LAB_QUEUE
 from farm.report.cell_axis import cell_label
 from farm.report.regressions import Candidate, regressions
 from farm.result import INFRA_KINDS
-
-LAB_QUEUE = "lab"  # the queue farm.bisect tasks go to: a worker that can boot guests serves it
 
 
 def regression_key(c: Candidate) -> str:

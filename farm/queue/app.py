@@ -13,6 +13,7 @@ from __future__ import annotations
 from celery import Celery
 
 from farm.config import broker_url
+from farm.queue.routing import DEFAULT_QUEUE
 from farm.spec import MAX_DURATION_S
 
 VISIBILITY_TIMEOUT_S = int(MAX_DURATION_S + 24 * 3600)
@@ -27,8 +28,12 @@ def make_app(url: str | None = None) -> Celery:
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": VISIBILITY_TIMEOUT_S},
         broker_connection_retry_on_startup=True,
-        task_create_missing_queues=True, task_default_queue="farm.default",
-        worker_hijack_root_logger=False, worker_send_task_events=False,
+        task_create_missing_queues=True, task_default_queue=DEFAULT_QUEUE,
+        # Celery's monitoring events (task-sent/-received/-started/-succeeded,
+        # worker-online/-heartbeat), for `celery flower` (docs/metrics.md): on
+        # Redis an event is one PUBLISH to the celeryev channel, which costs
+        # nothing while no monitor subscribes.
+        worker_hijack_root_logger=False, worker_send_task_events=True, task_send_sent_event=True,
         beat_max_loop_interval=5,
     )
     return app

@@ -17,10 +17,8 @@ from farm.queue.collector import Collector
 from farm.queue.worker_run import HostContext
 from farm.queue.lost import declare_lost, sweep_unacked
 from farm.queue.registry import HEARTBEAT_EVERY_S, Registry, connect
-from farm.queue.routing import RESULTS_QUEUE, queues_for
+from farm.queue.routing import CONTROL_QUEUE, RESULTS_QUEUE, queues_for
 from farm.store import open_store
-
-CONTROL_QUEUE = "control"
 
 
 def _announce_ready(what: str) -> None:
@@ -93,9 +91,13 @@ def run_worker(loglevel: str = "WARNING") -> int:
     print(f"farm worker {host} ({host_json['vendor']} {host_json['hw_class']}): queues {', '.join(queues)}",
           flush=True)
     _announce_ready(f"farm worker {host}")
+    # Celery's own heartbeat events (every 2 s) are how Flower shows a worker
+    # online; a solo pool sends none while a job runs, so Flower shows a busy
+    # host offline. The farm's liveness is the registry's heartbeat above (a
+    # thread of its own: it beats through a job).
     try:
         app.Worker(hostname=f"farm@{host}", queues=queues, pool="solo", concurrency=1, loglevel=loglevel,
-                   without_heartbeat=True, without_mingle=True, without_gossip=True).start()
+                   without_mingle=True, without_gossip=True).start()
     finally:
         stop.set()
         reg.forget_heartbeat(host)
@@ -127,8 +129,8 @@ def run_collector(loglevel: str = "WARNING") -> int:
     _announce_ready("farm collector")
     try:
         app.Worker(hostname=f"farm-collector@{os.uname().nodename}", queues=[RESULTS_QUEUE, CONTROL_QUEUE],
-                   pool="solo", concurrency=1, loglevel=loglevel, without_heartbeat=True,
-                   without_mingle=True, without_gossip=True).start()
+                   pool="solo", concurrency=1, loglevel=loglevel, without_mingle=True,
+                   without_gossip=True).start()
     finally:
         stop.set()
         wake.set()

@@ -119,6 +119,38 @@ class Registry:
             out[name] = ({"owner": owner, "ttl": ttl} if owner else None, [json.loads(v) for v in log])
         return out
 
+    def host_states(self) -> dict[str, dict]:
+        """Every host's health, last heartbeat (epoch seconds or None),
+        queues and whether its heartbeat is live, in two round trips
+        whatever the lab's size: what /metrics reads on every scrape
+        (hosts() makes three a host)."""
+        names = sorted(self._r.smembers(key("hosts")))
+        p = self._r.pipeline(transaction=False)
+        for name in names:
+            p.hmget(key("host", name), "health", "last_heartbeat", "queues")
+            p.exists(key("hb", name))
+        replies = p.execute()
+        out = {}
+        for name, (health, beat, queues), alive in zip(names, replies[::2], replies[1::2]):
+            out[name] = {"health": health or "healthy", "alive": bool(alive),
+                         "last_heartbeat": float(beat) if beat else None,
+                         "queues": json.loads(queues) if queues else []}
+        return out
+
+    def queue_depths(self, queues: list[str]) -> dict[str, int]:
+        """Messages waiting on each Celery queue: kombu's Redis transport
+        keeps a queue as a list of its name (and one list a priority step
+        above 0, the name + "\\x06\\x16" + step); a task delivered and not
+        yet acked is in kombu's unacked hash instead, not counted."""
+        from kombu.transport.redis import PRIORITY_STEPS, Channel
+        p = self._r.pipeline(transaction=False)
+        for q in queues:
+            for step in PRIORITY_STEPS:
+                p.llen(f"{q}{Channel.sep}{step}" if step else q)
+        lengths = p.execute()
+        n = len(PRIORITY_STEPS)
+        return {q: sum(lengths[i * n:(i + 1) * n]) for i, q in enumerate(queues)}
+
     # lease -------------------------------------------------------------
     def acquire_lease(self, host: str, owner: str) -> bool:
         lease = key("lease", host)

@@ -6,7 +6,12 @@ from fnmatch import fnmatch
 
 from farm.facts import vendor_short
 
-RESULTS_QUEUE = "results"
+RESULTS_QUEUE = "results"   # workers' results, to the collector
+CONTROL_QUEUE = "control"   # beat's ticks, to the collector
+LAB_QUEUE = "lab"           # farm.bisect tasks: a worker that can boot guests serves it (FARM_EXTRA_QUEUES=lab)
+DEFAULT_QUEUE = "farm.default"  # Celery's, for a task sent without one (farm sends none there)
+# the queues no host's facts name; a host's own are queues_for() and its extra ones
+FARM_QUEUES = (RESULTS_QUEUE, CONTROL_QUEUE, LAB_QUEUE, DEFAULT_QUEUE)
 
 
 def queues_for(host: dict) -> list[str]:

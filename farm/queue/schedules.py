@@ -24,7 +24,7 @@ from celery.schedules import ParseException, crontab
 from farm.errors import EXIT_PASS, BadInput, shown
 from farm.inputs import load_yaml, read_input
 from farm.queue.registry import Registry
-from farm.queue.routing import Selection, parse_where
+from farm.queue.routing import CONTROL_QUEUE, Selection, parse_where
 from farm.queue.submit import submit
 from farm.spec import HOST, NAME, NAME_RULE, load_spec_text, parse_duration
 
@@ -142,7 +142,7 @@ def _crontab(expr) -> crontab:
 def beat_schedule(entries: list[dict]) -> dict:
     return {e["name"]: {"task": "farm.tick",
                         "schedule": parse_duration(e["every"]) if e["every"] else _crontab(e["cron"]),
-                        "args": [e, 0.0], "options": {"queue": "control"}} for e in entries}
+                        "args": [e, 0.0], "options": {"queue": CONTROL_QUEUE}} for e in entries}
 
 
 def tick_slot(entry: dict, now: float) -> int:

@@ -59,7 +59,9 @@ class Submission(Base):
 class Run(Base):
     __tablename__ = "runs"
     # a regression series: one job on one class in one mitigation cell, by kernel
-    __table_args__ = (Index("ix_runs_series", "job", "hw_class", "kernel", "cell"),)
+    # ix_runs_verdict and ix_runs_class_started: /metrics' counts and rates (migration 0007)
+    __table_args__ = (Index("ix_runs_series", "job", "hw_class", "kernel", "cell"),
+                      Index("ix_runs_verdict", "verdict"), Index("ix_runs_class_started", "hw_class", "started"))
     run_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     submission_id: Mapped[str | None] = mapped_column(ForeignKey("submissions.id"), index=True)
     job: Mapped[str] = mapped_column(String(255))
@@ -117,7 +119,7 @@ class Finding(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id"), index=True)
     signature_id: Mapped[int] = mapped_column(ForeignKey("signatures.id"), index=True)
-    kind: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(32), index=True)  # ix_findings_kind: /metrics (0007)
     summary: Mapped[str] = mapped_column(Text, default="")
     cpu: Mapped[int | None]
     at: Mapped[str] = mapped_column(String(64), default="")

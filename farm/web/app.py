@@ -26,6 +26,7 @@ from starlette.templating import Jinja2Templates
 
 from farm.errors import BadInput
 from farm.queue.operator import HEALTH_ACTIONS, change_health, submit_job_file
+from farm.web import metrics as metrics_mod
 from farm.web import security, views
 
 HERE = Path(__file__).parent
@@ -208,12 +209,8 @@ def triage_signature(request: Request):
 
 def metrics(request: Request):
     """Prometheus text (farm/web/metrics.py)."""
-    try:
-        from farm.web import metrics as m
-    except ImportError:
-        return PlainTextResponse("metrics: farm.web.metrics is not in this build\n", status_code=501)
     ctx = _ctx(request)
-    return Response(m.exposition(ctx.store(), ctx.registry), media_type=m.CONTENT_TYPE)
+    return Response(metrics_mod.exposition(ctx.store(), ctx.registry), media_type=metrics_mod.CONTENT_TYPE)
 
 
 def report_css(request: Request):
