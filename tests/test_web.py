@@ -181,6 +181,7 @@ def test_chromium_sees_the_worker_on_the_hosts_page(web_lab, tmp_path):
 @pytest.mark.browser
 def test_a_job_from_the_submit_form_reaches_done_in_the_browser_with_its_verdict(web_lab, tmp_path):
     b = Browser(web_lab["base"])
+    runs_before = runs_by_verdict(b)
     status, body, _ = b.request("/submit")
     assert status == 200 and '<option value="health.yaml">' in body
     assert "schedules.yaml" not in body and "cells.yaml" not in body  # not jobs
@@ -212,6 +213,27 @@ def test_a_job_from_the_submit_form_reaches_done_in_the_browser_with_its_verdict
     assert report.returncode == 0, report.stderr
     static = (tmp_path / "report" / "index.html").read_text()
     assert live == re.search(r"<body>(.*)</body>", static, re.S).group(1)
+    # /metrics, served by the page, parsed by prometheus_client's own parser: the run counted
+    assert runs_by_verdict(b).get("pass", 0) == runs_before.get("pass", 0) + 1
+
+
+def runs_by_verdict(b) -> dict[str, float]:
+    from prometheus_client.parser import text_string_to_metric_families
+    status, text, headers = b.request("/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain"), headers
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    hosts = {s.labels["host"]: s.value for s in families["farm_host_up"].samples}
+    assert hosts == {HOST: 1.0}
+    return {s.labels["verdict"]: s.value for s in families["farm_runs"].samples if s.name == "farm_runs_total"}
+
+
+@pytest.mark.slow
+def test_the_queues_page_counts_what_waits_on_each_queue(web_lab):
+    _, body, _ = Browser(web_lab["base"]).request("/queues")
+    for queue in (f"host.{HOST}", "vendor.amd", "results", "control", "lab"):
+        row = re.search(rf'<tr data-queue="{re.escape(queue)}">(.*?)</tr>', body, re.S)
+        assert row and re.search(r'class="depth">\d+<', row.group(1)), body[-3000:]
+    assert re.search(rf'data-queue="host.{HOST}">.*?1 host<', body, re.S)
 
 
 @pytest.mark.slow

@@ -158,7 +158,7 @@ async def change_health_post(request: Request):
 
 def queues_page(request: Request):
     ctx = _ctx(request)
-    return page(request, "queues.html", queues=views.queues(ctx.celery, ctx.registry),
+    return page(request, "queues.html", queues=views.queues(ctx.registry),
                 submissions=views.submissions(ctx.registry), now=time.time())
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 from farm.errors import VERDICT_EXIT, BadInput, FarmError
 from farm.facts import vendor_short
-from farm.queue.daemons import CONTROL_QUEUE
 from farm.queue.registry import Registry
-from farm.queue.routing import RESULTS_QUEUE
+from farm.queue.routing import FARM_QUEUES
 from farm.queue.submit import cached_results, run_states, worst_exit
 
 # as a worker's run ids are: a submission id is one Redis key's tail and no more
@@ -84,28 +83,15 @@ class SubmissionRow:
         return set(self.states) <= set(SETTLED)
 
 
-def queue_depths(app, names: list[str]) -> dict[str, int]:
-    """Messages waiting on each Celery queue (kombu's own count; a queue
-    never declared holds none)."""
-    from kombu.exceptions import ChannelError
-    out = {}
-    with app.connection_for_read() as conn:
-        channel = conn.default_channel
-        for name in names:
-            try:
-                out[name] = channel.queue_declare(queue=name, passive=True).message_count
-            except ChannelError:
-                out[name] = 0
-    return out
-
-
-def queues(app, reg: Registry) -> list[QueueRow]:
+def queues(reg: Registry) -> list[QueueRow]:
+    """Every queue a host serves and the farm's own, with what waits on
+    each: the same count /metrics reports (Registry.queue_depths)."""
     served: dict[str, int] = {}
     for h in reg.hosts().values():
         for q in h["queues"]:
             served[q] = served.get(q, 0) + 1
-    names = sorted(served) + [RESULTS_QUEUE, CONTROL_QUEUE]
-    depth = queue_depths(app, names)
+    names = sorted(served) + [q for q in FARM_QUEUES if q not in served]
+    depth = reg.queue_depths(names)
     return [QueueRow(n, n.split(".", 1)[0] if "." in n else n, depth[n], served.get(n, 0)) for n in names]
 
 
