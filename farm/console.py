@@ -77,7 +77,7 @@ class Console:
         if result.unverified and result.unverified != result.error:  # a fail's short coverage, or an error's
             table.add_row("coverage", result.unverified)
         table.add_row("duration", f"{result.duration_s:.1f}s")
-        table.add_row("artifacts", str(artifacts))
+        table.add_row("artifacts", str(artifacts) if artifacts else "none (--no-artifacts)")
         self.out.print(table)
         if result.findings:
             ft = Table("kind", "signature", "cpu", "summary", title="findings", title_justify="left")

@@ -17,6 +17,9 @@ def add_commands(sub) -> None:
     run.add_argument("--json", type=Path, metavar="PATH", help="write the result JSON here")
     run.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="artifacts dir (default: artifacts/<run_id>)")
+    run.add_argument("--no-artifacts", action="store_true",
+                     help="write no artifacts: only the JIT listings a cell's proof reads are disassembled "
+                          "(every program's listing takes minutes in a TCG guest)")
     run.add_argument("--cell", metavar="NAME",
                      help="a mitigation cell of jobs/cells.yaml this run must prove it reached (else exit 3)")
     run.add_argument("--booted-with", metavar="ARGS", default="",
@@ -62,7 +65,9 @@ def _run(args) -> int:
         raise FarmError("farm run needs root (CAP_BPF and CAP_SYS_ADMIN) to load and run BPF programs")
     console = Console(sys.stderr)
     run_id = host_run.new_run_id(spec.name)
-    art = args.artifacts or Path("artifacts") / run_id
+    if args.no_artifacts and args.artifacts:
+        raise BadInput("--artifacts and --no-artifacts do not go together")
+    art = None if args.no_artifacts else args.artifacts or Path("artifacts") / run_id
     console.start(spec)
     result = host_run.run_job(spec, host_run.RunOptions(
         artifacts=art, run_id=run_id, on_progress=console.progress, on_stage=console.stage, cell=cell))
