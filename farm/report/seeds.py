@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import select
 
 from farm.report.cell_axis import cell_label
-from farm.report.matrix import kernel_key, topology_name
+from farm.report.matrix import filtered_runs, kernel_key, topology_name
 from farm.result import INFRA_KINDS
 from farm.store import Store
 from farm.store.ingest import unpack
@@ -117,22 +117,12 @@ def entry_key(e: SeedEntry) -> tuple:
     return seed_key(e.label), kernel_key(e.kernel), e.cell, e.hw_class
 
 
-def _filtered(q, job: str | None, hw_class: str | None, cell: str | None):
-    if job:
-        q = q.where(Run.job == job)
-    if hw_class:
-        q = q.where(Run.hw_class == hw_class)
-    if cell is not None:
-        q = q.where(Run.cell == cell)
-    return q
-
-
 def generated_jobs(store: Store, job: str | None = None) -> list[str]:
     """The jobs whose newest stored results list a generated topology: only
     their runs are unpacked (the rest of the store is never read)."""
     out = []
     with store.session() as s:
-        jobs = s.scalars(_filtered(select(Run.job).distinct(), job, None, None)).all()
+        jobs = s.scalars(filtered_runs(select(Run.job).distinct(), job, None, None)).all()
         for j in sorted(jobs):
             blobs = s.scalars(select(Run.result).where(Run.job == j, Run.result.is_not(None))
                               .order_by(Run.started.desc()).limit(PROBE_RUNS))
@@ -156,7 +146,7 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
     reasons: dict[tuple[str, str], set] = {}
     where = (Run.job.in_(jobs),)
     with store.session() as s:
-        for run_id, j, cls, kernel, c, blob in s.execute(_filtered(
+        for run_id, j, cls, kernel, c, blob in s.execute(filtered_runs(
                 select(Run.run_id, Run.job, Run.hw_class, Run.kernel, Run.cell, Run.result).where(*where),
                 None, hw_class, cell)):
             meta[run_id] = (j, cls, kernel, c)
@@ -164,7 +154,7 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
             per_run[run_id] = {topology_name(k): ("pass" if (t or {}).get("tail_calls_verified", 0) > 0 else "not-run")
                                for k, t in (stats.get("per_topology") or {}).items()
                                if GEN_LABEL.match(topology_name(k))}
-        for run_id, topo, why in s.execute(_filtered(
+        for run_id, topo, why in s.execute(filtered_runs(
                 select(Unsupported.run_id, Unsupported.topology, Unsupported.reason)
                 .join(Run, Run.run_id == Unsupported.run_id).where(*where), None, hw_class, cell)):
             label = topology_name(topo)
@@ -172,7 +162,7 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
                 # the kernel said no, whatever a counter says: never a pass
                 per_run[run_id][label] = "not-run"
                 reasons.setdefault((run_id, label), set()).add(why)
-        for run_id, kind, detail, sig in s.execute(_filtered(
+        for run_id, kind, detail, sig in s.execute(filtered_runs(
                 select(Finding.run_id, Finding.kind, Finding.detail, Signature.text)
                 .join(Run, Run.run_id == Finding.run_id).join(Signature, Signature.id == Finding.signature_id)
                 .where(*where, Finding.kind.not_in(INFRA_KINDS)), None, hw_class, cell)):
