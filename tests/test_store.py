@@ -487,7 +487,7 @@ def test_lab_health_from_the_command_line(tmp_path):
     (("triage", "--signature", "no such thing"), "no signature matches"),
     (("triage", "signatures", "--mark", "x"), "--mark: use ID=STATUS"),
     (("triage", "--cell", "Not A Cell"), "--cell: 'Not A Cell' is not a cell name"),
-    (("triage", "health", "--cell", "lfence"), "--cell: only the matrix and the regressions are per cell"),
+    (("triage", "health", "--cell", "lfence"), "--cell: only the matrix, the regressions and the seeds are per cell"),
     (("report",), "give --html DIR and/or --junit FILE"),
 ])
 def test_bad_triage_input_is_one_line_and_exit_2(tmp_path, args, says):

@@ -22,13 +22,18 @@ def add_commands(sub) -> None:
     ing.add_argument("--artifacts", type=Path, metavar="DIR",
                      help="the run's artifacts dir (default: the result file's dir if it holds them)")
     ing.set_defaults(handler=_ingest)
-    tr = sub.add_parser("triage", help="job x hw_class x kernel x cell matrix, signatures, regressions, lab health")
+    tr = sub.add_parser("triage", help="job x hw_class x kernel x cell matrix, signatures, regressions, "
+                                       "generated seeds across kernels, lab health")
     tr.add_argument("view", nargs="?", default="matrix",
-                    choices=("matrix", "regressions", "signatures", "health"))
+                    choices=("matrix", "regressions", "signatures", "seeds", "health"))
     tr.add_argument("--signature", metavar="S", help="where a signature occurs (#id, text or a fragment)")
     tr.add_argument("--job")
     tr.add_argument("--cell", metavar="NAME",
-                    help="matrix and regressions: only runs of this mitigation cell ('-': unknown, before cells)")
+                    help="matrix, regressions and seeds: only runs of this mitigation cell "
+                         "('-': unknown, before cells)")
+    tr.add_argument("--hw-class", metavar="C", help="matrix, regressions and seeds: only runs of this class")
+    tr.add_argument("--all", action="store_true",
+                    help="seeds: every seed's outcome per kernel, not only the seeds that differ")
     tr.add_argument("--json", action="store_true")
     tr.add_argument("--known", type=Path, metavar="FILE", help="signatures: load a known-issues YAML first")
     tr.add_argument("--mark", metavar="ID=STATUS", help="signatures: set a status (open, fixed, known)")
@@ -93,14 +98,21 @@ def _ingest(args) -> int:
     return EXIT_PASS
 
 
+_PER_RUN_VIEWS = ("matrix", "regressions", "seeds")
+
+
 def _cell_filter(args) -> str | None:
     """--cell as the stored value ("" for '-', unknown), None when not given."""
     from farm.report.cell_axis import stored_cell
+    # said, rather than ignored: a filter that does nothing would mislead
+    if args.all and (args.signature or args.view != "seeds"):
+        raise BadInput("--all: only the seeds view has more rows to show")
+    if args.hw_class is not None and (args.signature or args.view not in _PER_RUN_VIEWS):
+        raise BadInput("--hw-class: only the matrix, the regressions and the seeds are per class")
     if args.cell is None:
         return None
-    if args.signature or args.view not in ("matrix", "regressions"):
-        # said, rather than ignored: a filter that does nothing would mislead
-        raise BadInput("--cell: only the matrix and the regressions are per cell")
+    if args.signature or args.view not in _PER_RUN_VIEWS:
+        raise BadInput("--cell: only the matrix, the regressions and the seeds are per cell")
     return stored_cell(args.cell)
 
 
@@ -111,12 +123,14 @@ def _triage(args) -> int:
         return _signature(store, args)
     if args.view == "regressions":
         return _regressions(store, args, cell)
+    if args.view == "seeds":
+        return _seeds(store, args, cell)
     if args.view == "signatures":
         return _signatures(store, args)
     if args.view == "health":
         return _health(store, args)
     from farm.report.matrix import matrix, unsupported
-    entries = matrix(store, args.job, cell=cell)
+    entries = matrix(store, args.job, args.hw_class, cell=cell)
     if args.json:
         print(json.dumps([e.to_dict() for e in entries], indent=2))
         return EXIT_PASS
@@ -137,7 +151,7 @@ def _triage(args) -> int:
                   *(str(e.counts[k]) for k in counted))
     console = Console()
     console.print(t)
-    _not_run(console, unsupported(store, args.job, cell=cell))
+    _not_run(console, unsupported(store, args.job, args.hw_class, cell=cell))
     from farm.report.health import health
     lab = health(store, args.job)
     if lab.lost or lab.errored:
@@ -260,7 +274,7 @@ def _signatures(store, args) -> int:
 def _regressions(store, args, cell: str | None) -> int:
     from farm.report.cell_axis import cell_label
     from farm.report.regressions import regressions
-    found = regressions(store, args.job, cell=cell)
+    found = regressions(store, args.job, args.hw_class, cell=cell)
     if args.retry:
         from farm.queue.retry import retry_awaiting
         for line in retry_awaiting(found, args.jobs_dir):
@@ -277,6 +291,46 @@ def _regressions(store, args, cell: str | None) -> int:
             for s in c.signatures:
                 print(f"{'':15}   {s}")
     return EXIT_FINDINGS if any(c.state == "regression" for c in found) else EXIT_PASS
+
+
+def _seeds(store, args, cell: str | None) -> int:
+    """Generated seeds that pass on one kernel (or cell) and fail on another;
+    --all: every seed per kernel, cell and class. Exit 1 when a seed differs."""
+    from farm.report.seeds import differences, seed_entries
+    entries = seed_entries(store, args.job, args.hw_class, cell)
+    found = differences(entries)
+    code = EXIT_FINDINGS if found else EXIT_PASS
+    if args.json:
+        out = {"differences": [d.to_dict() for d in found]}
+        if args.all:
+            out["seeds"] = [e.to_dict() for e in entries]
+        print(json.dumps(out, indent=2))
+        return code
+    if not entries:
+        print("no generated seeds stored" + (" for these filters" if args.job or args.hw_class or cell is not None
+                                             else ""))
+        return code
+    if args.all:
+        _seed_rows(entries)
+    if not found:
+        print(f"no differences: no seed of {len({e.label for e in entries})} passes on one kernel "
+              "(or cell) and fails on another")
+    for d in found:
+        print(d.text())
+    return code
+
+
+def _seed_rows(entries) -> None:
+    """One plain line per seed, kernel, cell and class, columns as wide as
+    their longest value (a table of kernel names does not fit 80 columns)."""
+    from farm.report.cell_axis import cell_label
+    cols = [(e.label, e.kernel, cell_label(e.cell), e.hw_class) for e in entries]
+    widths = [max(len(c[i]) for c in cols) for i in range(4)]
+    for e, c in zip(entries, cols):
+        counts = " ".join(f"{n} {o}" for o, n in (("fail", e.failed), ("pass", e.passed), ("not run", e.not_run)) if n)
+        why = ", ".join(sorted(e.kinds)) if e.failed else "; ".join(sorted(e.reasons))
+        print("  ".join(v.ljust(w) for v, w in zip(c, widths))
+              + f"  {e.outcome.replace('-', ' '):7} ({counts}{': ' + why if why else ''})")
 
 
 def _report(args) -> int:

@@ -1,7 +1,8 @@
 """The static triage report: index.html with the matrix (job x hw_class x
 mitigation cell by kernel), what each kernel could not run and why, the
 lab's health,
-the regressions, the kernel signatures and throughput plots, and one page
+the regressions, the generated seeds that pass on one kernel and fail on
+another, the kernel signatures and throughput plots, and one page
 per kernel signature with where it occurs, a kernel-log sample and the JIT
 diff against a passing host.
 
@@ -25,6 +26,7 @@ from farm.report.cell_axis import cell_label
 from farm.report.health import Health, health
 from farm.report.matrix import OUTCOMES, MatrixEntry, NotRun, kernel_key, matrix, unsupported
 from farm.report.regressions import regressions
+from farm.report.seeds import Difference, seed_differences
 from farm.report.signatures import Where, bisection_text, bisections_of, is_infra, signatures, where
 from farm.store import Store
 from farm.store.models import Artifact, Finding, Host, Run, Signature
@@ -80,6 +82,7 @@ def index_body(store: Store, sigs: list[Signature], wheres: dict[int, Where]) ->
             f"<h2>Not run</h2>{_not_run(unsupported(store))}"
             f"<h2>Lab health</h2>{_health(health(store), sig_ids)}"
             f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
+            f"<h2>Seeds across kernels</h2>{_seeds(seed_differences(store), sig_ids)}"
             f"<h2>Bisections</h2>{_bisections(store.bisections())}"
             f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
             f"<h2>Throughput</h2>{_throughput(store)}")
@@ -193,6 +196,19 @@ def _regressions(store: Store, sig_ids: dict[str, int]) -> str:
             f"<td>{esc(c.first_host)}</td><td>{esc(', '.join(c.retry_hosts)) or '–'}</td>"
             f"<td>{'<br>'.join(_sig_link(t, sig_ids) for t in c.signatures)}</td></tr>" for c in cands]
     return _table(["job", "class", "cell", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
+
+
+def _seeds(found: list[Difference], sig_ids: dict[str, int]) -> str:
+    """Generated seeds that pass on one kernel (or cell) and fail on another:
+    what the job-level regressions miss when other seeds fail everywhere."""
+    if not found:
+        return "<p>None: no generated seed passes on one kernel (or cell) and fails on another.</p>"
+    rows = [f'<tr data-seed="{esc(d.label)}"><td>{esc(d.label)}</td><td>{esc(d.axis)}</td>'
+            f"<td>{esc(d.within)}</td><td>{'<br>'.join(esc(p.text()) for p in d.passes)}</td>"
+            f"<td>{'<br>'.join(esc(f.text()) for f in d.fails)}</td>"
+            f"<td>{'<br>'.join(_sig_link(t, sig_ids) for f in d.fails for t in f.signatures)}</td></tr>"
+            for d in found]
+    return _table(["seed", "differs by", "within", "passes", "fails", "signatures"], rows, "seeds")
 
 
 def _bisections(found: list[dict]) -> str:

@@ -91,7 +91,7 @@ def matrix(store: Store, job: str | None = None, hw_class: str | None = None,
            cell: str | None = None) -> list[MatrixEntry]:
     """Every (job, hw_class, kernel, cell) that ran, sorted by job, class,
     kernel and cell. cell filters by the stored value ("" = unknown)."""
-    q = _filtered(select(Run.job, Run.hw_class, Run.kernel, Run.cell, Run.vendor, Run.outcome,
+    q = filtered_runs(select(Run.job, Run.hw_class, Run.kernel, Run.cell, Run.vendor, Run.outcome,
                          Run.indirect_jump, Run.return_path, func.count())
                   .group_by(Run.job, Run.hw_class, Run.kernel, Run.cell, Run.vendor, Run.outcome,
                             Run.indirect_jump, Run.return_path), job, hw_class, cell)
@@ -102,7 +102,7 @@ def matrix(store: Store, job: str | None = None, hw_class: str | None = None,
             e.counts[outcome if outcome in OUTCOMES else "error"] += n
             e.indirect_jumps.update([jump] if jump else [])
             e.returns.update([ret] if ret else [])
-        for j, cls, kernel, c, topo, why, n in s.execute(_filtered(
+        for j, cls, kernel, c, topo, why, n in s.execute(filtered_runs(
                 select(Run.job, Run.hw_class, Run.kernel, Run.cell, Unsupported.topology, Unsupported.reason,
                        func.count(func.distinct(Run.run_id)))
                 .join(Unsupported, Unsupported.run_id == Run.run_id)
@@ -114,7 +114,8 @@ def matrix(store: Store, job: str | None = None, hw_class: str | None = None,
     return sorted(entries.values(), key=entry_key)
 
 
-def _filtered(q, job: str | None, hw_class: str | None, cell: str | None):
+def filtered_runs(q, job: str | None, hw_class: str | None, cell: str | None):
+    """The query kept to the runs of a job, class and stored cell (each when given)."""
     if job:
         q = q.where(Run.job == job)
     if hw_class:
@@ -148,7 +149,7 @@ def unsupported(store: Store, job: str | None = None, hw_class: str | None = Non
                 cell: str | None = None) -> list[NotRun]:
     """Per kernel (natural order), which topologies its runs could not run
     and why, with the classes and jobs that met it."""
-    q = _filtered(select(Run.kernel, Unsupported.topology, Unsupported.reason, Run.hw_class, Run.job, Run.run_id)
+    q = filtered_runs(select(Run.kernel, Unsupported.topology, Unsupported.reason, Run.hw_class, Run.job, Run.run_id)
                   .join(Unsupported, Unsupported.run_id == Run.run_id), job, hw_class, cell)
     out: dict[tuple[str, str, str], NotRun] = {}
     runs: dict[tuple[str, str, str], set[str]] = {}
