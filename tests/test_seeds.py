@@ -152,3 +152,19 @@ def test_the_html_report_names_the_differing_seed(store):
     body = index_body(store, sigs, wheres)
     section = body.split("<h2>Seeds across kernels</h2>")[1].split("<h2>")[0]
     assert "gen-2" in section and "6.1.0-57-amd64" in section and "gen-3" not in section
+
+
+def test_a_run_with_a_kernel_finding_naming_no_seed_shows_no_seed_passing(tmp_path):
+    """An oops (or lockup, taint) in a run of several seeds may be any
+    seed's doing: none of them passed in that run, and none differs."""
+    s = open_store(f"sqlite:///{tmp_path}/oops.db")
+    good = result(PASSING[0], "zen4-a", 1, [])
+    oops = result(FAILING, "zen4-a", 2, [2])
+    oops["findings"].append({"kind": "kernel-oops", "signature": "BUG: unable to handle page fault",
+                             "summary": "BUG: unable to handle page fault", "detail": {}})
+    s.add_many([(good, None, None), (oops, None, None)])
+    got = {(e.label, e.kernel): e for e in seed_entries(s)}
+    assert got[("gen-1", FAILING)].outcome == "not-run"
+    assert got[("gen-1", FAILING)].reasons == {"the run's kernel-oops names no seed"}
+    assert got[("gen-2", FAILING)].outcome == "fail"  # its own finding still counts
+    assert [d.label for d in differences(list(got.values()))] == ["gen-2"]

@@ -9,8 +9,10 @@ that fails only on the newer kernel is lost in it.
 
 A seed's outcome in one run:
   fail     a kernel finding (not the lab's) whose detail names the seed
-  not-run  the kernel could not run it (`unsupported`), or nothing of it
-           was verified: neither a pass nor a difference
+  not-run  the kernel could not run it (`unsupported`), nothing of it was
+           verified, or its run ended in error or had a kernel finding
+           that names no seed (an oops, a lockup, taint: any seed may
+           have caused it): neither a pass nor a difference
   pass     tail calls of it verified and no finding of it
 A run whose stored result `farm gc` dropped still counts its findings
 (they are rows of their own) but can show no pass.
@@ -146,10 +148,15 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
     reasons: dict[tuple[str, str], set] = {}
     where = (Run.job.in_(jobs),)
     with store.session() as s:
-        for run_id, j, cls, kernel, c, blob in s.execute(filtered_runs(
-                select(Run.run_id, Run.job, Run.hw_class, Run.kernel, Run.cell, Run.result).where(*where),
-                None, hw_class, cell)):
+        # a run that ended in error, or whose kernel finding names no seed (an
+        # oops, a lockup, taint), shows no seed passing: any of them may be the cause
+        unsure: dict[str, str] = {}
+        for run_id, j, cls, kernel, c, verdict, blob in s.execute(filtered_runs(
+                select(Run.run_id, Run.job, Run.hw_class, Run.kernel, Run.cell, Run.verdict, Run.result)
+                .where(*where), None, hw_class, cell)):
             meta[run_id] = (j, cls, kernel, c)
+            if verdict == "error":
+                unsure[run_id] = "the run ended in error"
             stats = ((unpack(blob) if blob else None) or {}).get("stats") or {}
             per_run[run_id] = {topology_name(k): ("pass" if (t or {}).get("tail_calls_verified", 0) > 0 else "not-run")
                                for k, t in (stats.get("per_topology") or {}).items()
@@ -167,6 +174,8 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
                 .join(Run, Run.run_id == Finding.run_id).join(Signature, Signature.id == Finding.signature_id)
                 .where(*where, Finding.kind.not_in(INFRA_KINDS)), None, hw_class, cell)):
             label = _finding_label(detail)
+            if not label:
+                unsure.setdefault(run_id, f"the run's {kind} names no seed")
             if label:
                 per_run[run_id][label] = "fail"
                 kinds, sigs = found.setdefault((run_id, label), (set(), set()))
@@ -183,9 +192,11 @@ def seed_entries(store: Store, job: str | None = None, hw_class: str | None = No
                 kinds, sigs = found[(run_id, label)]
                 e.kinds |= kinds
                 e.signatures |= sigs
-            elif outcome == "pass":
+            elif outcome == "pass" and run_id not in unsure:
                 e.passed += 1
             else:
+                if outcome == "pass":
+                    reasons.setdefault((run_id, label), set()).add(unsure[run_id])
                 e.not_run += 1
                 e.reasons |= reasons.get((run_id, label), set())
     return sorted(entries.values(), key=entry_key)
