@@ -17,7 +17,7 @@ KEYS = {
                   "update_ratio_vs_c_indirect", "update_ratio_vs_bpftool", "verified_tail_calls_per_s",
                   "raw_tail_calls_per_s", "verified_ratio_vs_raw", "fentry"},
     "queue.py": {"p50_ms", "p95_ms", "latency_samples", "fanout_tasks", "workers", "fanout_s"},
-    "fuzz.py": {"seeds", "shapes_per_minute", "fuzz_seconds", "shape", "repeat", "verified_tail_calls_per_s",
+    "fuzz.py": {"seeds", "shapes_per_minute", "fuzz_seconds", "shapes_per_minute_cached", "shape", "repeat", "verified_tail_calls_per_s",
                 "raw_tail_calls_per_s", "verified_ratio_vs_raw", "target_ratio"},
     "store.py": {"results", "ingest_s", "results_per_s", "matrix_s", "regressions_s", "target_results_per_s",
                  "target_matrix_s"},
