@@ -25,6 +25,22 @@ def _target_runs(shape: Shape, lay: Layout, delta: list[int]) -> int:
     return sum(delta[lay.run(p)] for p, f in enumerate(shape.programs) if f.kind != "entry")
 
 
+def _collector(label: str, base: dict):
+    """The problems of one window, and how to add one (with the window's
+    common detail: seed, entry, runs, shape)."""
+    problems: list[Problem] = []
+
+    def problem(kind, summary, **detail):
+        problems.append(Problem(kind, label, None, f"{label}: {summary}", {**base, **detail}))
+    return problems, problem
+
+
+def _judge_canaries(delta: list[int], runs: int, ename: str, problem) -> None:
+    if delta[G_CANARY]:
+        problem("stack-corruption", f"{delta[G_CANARY]} canary checks failed in {runs} runs of {ename}",
+                count=delta[G_CANARY])
+
+
 def _state_text(state: dict[int, int]) -> str:
     return ",".join("-" if state.get(s, EMPTY) == EMPTY else str(state[s]) for s in sorted(state))
 
@@ -39,14 +55,8 @@ def judge_exact(shape: Shape, entry: int, state: dict[int, int], runs: int, delt
     ename = shape.programs[entry].name
     base = {"topology": label, "seed": shape.seed, "entry": ename, "state": _state_text(state),
             "runs": runs, "shape": shape.describe()}
-    problems = []
-
-    def problem(kind, summary, **detail):
-        problems.append(Problem(kind, label, None, f"{label}: {summary}", {**base, **detail}))
-
-    if delta[G_CANARY]:
-        problem("stack-corruption", f"{delta[G_CANARY]} canary checks failed in {runs} runs of {ename}",
-                count=delta[G_CANARY])
+    problems, problem = _collector(label, base)
+    _judge_canaries(delta, runs, ename, problem)
     taken = _taken(lay, delta)
     if taken != want.tail_calls * runs or delta[G_GUARD]:
         per_run = taken / runs if runs else 0
@@ -82,14 +92,8 @@ def judge_churned(shape: Shape, entry: int, allowed: dict[int, set[int]], delta:
     runs = delta[lay.run(entry)]
     base = {"topology": label, "seed": shape.seed, "entry": ename, "runs": runs, "shape": shape.describe(),
             "allowed": {s: sorted(v) for s, v in allowed.items()}}
-    problems = []
-
-    def problem(kind, summary, **detail):
-        problems.append(Problem(kind, label, None, f"{label}: {summary}", {**base, **detail}))
-
-    if delta[G_CANARY]:
-        problem("stack-corruption", f"{delta[G_CANARY]} canary checks failed in {runs} runs of {ename}",
-                count=delta[G_CANARY])
+    problems, problem = _collector(label, base)
+    _judge_canaries(delta, runs, ename, problem)
     progs, subs = reachable(shape, entry, allowed)
     stray = [f.name for p, f in enumerate(shape.programs) if delta[lay.run(p)] and p not in progs]
     stray += [f.name for s, f in enumerate(shape.subs) if delta[lay.call(s)] and s not in subs]
