@@ -210,7 +210,7 @@ def test_the_html_shows_not_run_entries_and_what_each_kernel_could_not_run(store
     cell = next(part for part in text.split("<td ") if f'data-kernel="{MID}"' in part
                 and 'data-hw-class="amd-zen4"' in part)
     assert 'class="entry s-not-run"' in cell and ">2/2 not run</td>" in cell
-    assert "2 not-run" in cell and f"not run: 1-fentry ({EPERM})" in cell.replace("&#x27;", "'")
+    assert "2 not-run" in cell and f"not run: 1-fentry ({EPERM})" in cell.replace("&#39;", "'")   # Jinja escapes ' as &#39;
     assert f".s-not-run{{background:rgb{html.COLOURS['not-run']}}}" in text
     assert len(set(html.COLOURS.values())) == len(html.COLOURS)   # a colour of its own
     section = text.split("<h2>Not run</h2>")[1].split("<h2>")[0]

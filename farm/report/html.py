@@ -8,7 +8,8 @@ diff against a passing host.
 
 Self-contained files (inline CSS and SVG, no script, nothing fetched) so the
 report can be mailed, attached to CI or opened from an artifact store.
-Everything that came from the database goes through esc().
+The markup is Jinja templates (farm/report/templates/, autoescaped), shared
+with the live /triage/ pages of farm web; the queries stay here.
 """
 from __future__ import annotations
 
@@ -21,13 +22,13 @@ from pathlib import Path
 from sqlalchemy import case, select
 
 from farm.facts import vendor_short
-from farm.report import jitdiff
+from farm.report import jitdiff, templates
 from farm.report.cell_axis import cell_label
-from farm.report.health import Health, health
-from farm.report.matrix import OUTCOMES, MatrixEntry, NotRun, kernel_key, matrix, unsupported
+from farm.report.health import health
+from farm.report.matrix import OUTCOMES, MatrixEntry, kernel_key, matrix, unsupported
 from farm.report.regressions import regressions
-from farm.report.seeds import Difference, seed_differences
-from farm.report.signatures import Where, bisection_text, bisections_of, is_infra, signatures, where
+from farm.report.seeds import seed_differences
+from farm.report.signatures import Where, bisections_of, is_infra, signatures, where
 from farm.store import Store
 from farm.store.models import Artifact, Finding, Host, Run, Signature
 
@@ -75,27 +76,18 @@ def kernel_signatures(store: Store) -> tuple[list[Signature], dict[int, Where]]:
 
 def index_body(store: Store, sigs: list[Signature], wheres: dict[int, Where]) -> str:
     """The triage index's body: the static report's index.html and the web
-    page's /triage/ are both this (links relative: sig-<id>.html)."""
-    sig_ids = {s.text: s.id for s in sigs}
-    return (f"<h1>farm triage</h1><p class=muted>{store.run_count()} runs</p>"
-            f"<h2>Matrix</h2>{_matrix(matrix(store))}"
-            f"<h2>Not run</h2>{_not_run(unsupported(store))}"
-            f"<h2>Lab health</h2>{_health(health(store), sig_ids)}"
-            f"<h2>Regressions</h2>{_regressions(store, sig_ids)}"
-            f"<h2>Seeds across kernels</h2>{_seeds(seed_differences(store), sig_ids)}"
-            f"<h2>Bisections</h2>{_bisections(store.bisections())}"
-            f"<h2>Signatures</h2>{_signatures(sigs, wheres)}"
-            f"<h2>Throughput</h2>{_throughput(store)}")
+    page's /triage/ are both this (links relative: sig-<id>.html). The
+    queries are here, the markup in templates/index_body.html."""
+    return templates.render("index_body.html", run_count=store.run_count(), matrix=_matrix(matrix(store)),
+                            not_run=unsupported(store), lab=health(store),
+                            sig_ids={s.text: s.id for s in sigs}, regressions=regressions(store),
+                            seeds=seed_differences(store), bisections=store.bisections(),
+                            sigs=sigs, wheres=wheres, charts=_throughput(store))
 
 
 def _page(title: str, body: str) -> str:
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{esc(title)}</title>'
             f"<style>{CSS}</style></head><body>{body}</body></html>\n")
-
-
-def _table(head: list[str], rows: list[str], cls: str = "") -> str:
-    return (f"<table{f' class={cls}' if cls else ''}><tr>" + "".join(f"<th>{h}</th>" for h in head) + "</tr>"
-            + "".join(rows) + "</table>")
 
 
 # -- index ------------------------------------------------------------------------
@@ -110,149 +102,68 @@ def entry_text(entry: MatrixEntry) -> str:
     return " ".join(f"{n} {o}" for o, n in parts)
 
 
-def _matrix(entries: list[MatrixEntry]) -> str:
+@dataclass
+class MatrixCell:
+    kernel: str
+    status: str
+    text: str
+    title: str
+
+
+@dataclass
+class MatrixRow:
+    group: tuple[str, str] | None   # (job, vendor) on the first row of a group, for its header row
+    hw_class: str
+    label: str
+    entries: list[MatrixCell]
+
+
+@dataclass
+class Matrix:
+    kernels: list[str]
+    rows: list[MatrixRow]
+
+
+def _matrix(entries: list[MatrixEntry]) -> Matrix:
     """A row per job, class and mitigation cell ("-": unknown), a column per kernel."""
-    if not entries:
-        return "<p>No runs.</p>"
     kernels = sorted({e.kernel for e in entries}, key=kernel_key)
-    rows: dict[tuple[str, str, str, str], dict[str, MatrixEntry]] = {}
+    by_row: dict[tuple[str, str, str, str], dict[str, MatrixEntry]] = {}
     for e in entries:
-        rows.setdefault((e.job, vendor_short(e.vendor), e.hw_class, e.cell), {})[e.kernel] = e
-    out, group = [], None
-    for (job, vendor, cls, cell), by_kernel in sorted(rows.items()):
-        if (job, vendor) != group:
-            group = (job, vendor)
-            out.append(f'<tr class=group><th colspan="{len(kernels) + 2}">{esc(job)} · {esc(vendor)}</th></tr>')
-        label = next(iter(by_kernel.values())).cell_label
-        tds = []
+        by_row.setdefault((e.job, vendor_short(e.vendor), e.hw_class, e.cell), {})[e.kernel] = e
+    rows, group = [], None
+    for (job, vendor, cls, _), by_kernel in sorted(by_row.items()):
+        first = (job, vendor) != group
+        group = (job, vendor)
+        cells = []
         for k in kernels:
             e = by_kernel.get(k)
-            status, text = (e.status, entry_text(e)) if e else ("none", "–")
-            title = "no runs"
-            if e:  # the counts, the JIT paths the cell reached here, what could not run and why
-                title = "; ".join(filter(None, [", ".join(f"{e.counts[o]} {o}" for o in OUTCOMES
-                                                          if o != "not-run" or e.counts[o]),
-                                                e.paths(), e.not_run_text()]))
-            tds.append(f'<td class="entry s-{status}" data-hw-class="{esc(cls)}" data-kernel="{esc(k)}" '
-                       f'data-cell="{esc(label)}" title="{esc(title)}">{esc(text)}</td>')
-        out.append(f"<tr><th>{esc(cls)}</th><th class=cell-name>{esc(label)}</th>{''.join(tds)}</tr>")
-    return ("<table class=matrix><tr><th>job · vendor / class</th><th>cell</th>"
-            + "".join(f"<th>{esc(k)}</th>" for k in kernels) + "</tr>" + "".join(out) + "</table>")
-
-
-def _not_run(found: list[NotRun]) -> str:
-    """Per kernel, the topologies (and refuse checks) its runs could not run
-    at all, with the kernel's own reason: neither a finding nor the lab's."""
-    if not found:
-        return "<p>Every topology ran on every kernel.</p>"
-    rows = [f'<tr data-kernel="{esc(n.kernel)}"><td>{esc(n.kernel)}</td><td>{esc(n.topology)}</td>'
-            f"<td class=reason>{esc(n.reason)}</td><td>{n.runs}</td><td>{esc(', '.join(n.hw_classes))}</td>"
-            f"<td>{esc(', '.join(n.jobs))}</td></tr>" for n in found]
-    return ("<p class=muted>What these kernels cannot run at all (no trampolines, lockdown, a missing "
-            "kfunc), in their own words: not a kernel finding and not the lab's trouble.</p>"
-            + _table(["kernel", "topology", "reason", "runs", "classes", "jobs"], rows, "not-run"))
-
-
-def _health(lab: Health, sig_ids: dict[str, int]) -> str:
-    """Lost and errored runs per host: the lab's trouble, not the kernel's
-    (the kernel signatures they carried link to their pages)."""
-    if not lab.hosts:
-        return "<p>No runs.</p>"
-    head = (f"<p class=health-summary>{esc(lab.summary())}. These are not kernel findings: "
-            "the signature split and the regressions leave them out.</p>")
-    classes = [f"<tr><td>{esc(c.hw_class)}</td><td>{c.hosts}</td><td>{c.runs}</td><td>{c.lost}</td>"
-               f"<td>{c.errored}</td></tr>" for c in lab.by_class()]
-    hosts = []
-    for h in lab.hosts:
-        problems = "<br>".join(
-            f"{p.runs} {esc(p.outcome)}: {esc(p.text)} <span class=muted>(last {_when(p.last)}, "
-            f"{esc(p.last_run)}, kernel {esc(', '.join(p.kernels))})</span>"
-            + (f"; carried {', '.join(_sig_link(k, sig_ids) for k in p.kernel_findings)}"
-               if p.kernel_findings else "")
-            for p in h.problems) or "–"
-        hosts.append(f'<tr data-host="{esc(h.hostname)}"><td>{esc(h.hw_class)}</td><td>{esc(h.hostname)}</td>'
-                     f"<td>{h.runs}</td><td>{h.lost}</td><td>{h.errored}</td><td>{_when(h.last_problem)}</td>"
-                     f"<td>{_when(h.last_seen)}</td><td class=problems>{problems}</td></tr>")
-    infra = [f"<tr><td>#{s.id}</td><td>{esc(s.kind)}</td><td class=infra-sig>{esc(s.text)}</td>"
-             f"<td>{s.count}</td><td>{_when(s.last_seen)}</td></tr>" for s in lab.infra_signatures]
-    return (head + _table(["class", "hosts", "runs", "lost", "errored"], classes)
-            + _table(["class", "host", "runs", "lost", "errored", "last problem", "last seen", "problems"],
-                     hosts, "health")
-            + ("<h3>Infrastructure signatures</h3>"
-               + _table(["id", "kind", "signature", "count", "last seen"], infra) if infra else ""))
-
-
-def _sig_link(text: str, sig_ids: dict[str, int]) -> str:
-    sid = sig_ids.get(text)
-    return f'<a href="sig-{sid}.html">{esc(text)}</a>' if sid else esc(text)
-
-
-def _regressions(store: Store, sig_ids: dict[str, int]) -> str:
-    cands = regressions(store)
-    if not cands:
-        return "<p>None.</p>"
-    rows = [f"<tr><td>{esc(c.job)}</td><td>{esc(c.hw_class)}</td><td>{esc(cell_label(c.cell))}</td>"
-            f"<td>{esc(c.previous_kernel)} → {esc(c.kernel)}</td><td>{esc(c.state)}</td>"
-            f"<td>{esc(c.first_host)}</td><td>{esc(', '.join(c.retry_hosts)) or '–'}</td>"
-            f"<td>{'<br>'.join(_sig_link(t, sig_ids) for t in c.signatures)}</td></tr>" for c in cands]
-    return _table(["job", "class", "cell", "kernel", "state", "failed first on", "retried on", "signatures"], rows)
-
-
-def _seeds(found: list[Difference], sig_ids: dict[str, int]) -> str:
-    """Generated seeds that pass on one kernel (or cell) and fail on another:
-    what the job-level regressions miss when other seeds fail everywhere."""
-    if not found:
-        return "<p>None: no generated seed passes on one kernel (or cell) and fails on another.</p>"
-    rows = [f'<tr data-seed="{esc(d.label)}"><td>{esc(d.label)}</td><td>{esc(d.axis)}</td>'
-            f"<td>{esc(d.within)}</td><td>{'<br>'.join(esc(p.text()) for p in d.passes)}</td>"
-            f"<td>{'<br>'.join(esc(f.text()) for f in d.fails)}</td>"
-            f"<td>{'<br>'.join(_sig_link(t, sig_ids) for f in d.fails for t in f.signatures)}</td></tr>"
-            for d in found]
-    return _table(["seed", "differs by", "within", "passes", "fails", "signatures"], rows, "seeds")
-
-
-def _bisections(found: list[dict]) -> str:
-    """Every stored bisection, newest first: running ones and their answers."""
-    if not found:
-        return "<p>None.</p>"
-    rows = [f'<tr data-bisection="{b["id"]}"><td>{b["id"]}</td><td>{esc(b["status"])}</td>'
-            f"<td>{esc(b['job'])}</td><td>{esc(b['direction'])}</td><td>{_when(b['created'])}</td>"
-            f"<td class=bisect>{esc(bisection_text(b))}</td></tr>" for b in found]
-    return _table(["id", "status", "job", "direction", "started", "answer"], rows, "bisections")
-
-
-def _signatures(sigs: list[Signature], wheres: dict[int, Where]) -> str:
-    if not sigs:
-        return "<p>None.</p>"
-    rows = [f'<tr><td>#{s.id}</td><td>{esc(s.status)}</td><td>{esc(s.kind)}</td>'
-            f'<td><a href="sig-{s.id}.html">{esc(s.text)}</a></td><td>{s.count}</td>'
-            f"<td>{_when(s.first_seen)}</td><td>{_when(s.last_seen)}</td>"
-            f"<td>{esc(wheres[s.id].split())}</td></tr>" for s in sigs]
-    return _table(["id", "status", "kind", "signature", "count", "first seen", "last seen", "where"], rows)
-
-
-def _when(t: datetime | None) -> str:
-    return f"{t:%Y-%m-%d %H:%M}" if t else "–"
+            if e is None:
+                cells.append(MatrixCell(k, "none", "–", "no runs"))
+                continue
+            # the counts, the JIT paths the cell reached here, what could not run and why
+            title = "; ".join(filter(None, [", ".join(f"{e.counts[o]} {o}" for o in OUTCOMES
+                                                      if o != "not-run" or e.counts[o]),
+                                            e.paths(), e.not_run_text()]))
+            cells.append(MatrixCell(k, e.status, entry_text(e), title))
+        rows.append(MatrixRow(group if first else None, cls, next(iter(by_kernel.values())).cell_label, cells))
+    return Matrix(kernels, rows)
 
 
 # -- throughput plots -------------------------------------------------------------
 
 
-def _throughput(store: Store) -> str:
+def _throughput(store: Store) -> list[dict]:
     series: dict[str, list[tuple[datetime, float]]] = {}
     with store.session() as s:
         for cls, started, rate in s.execute(select(Run.hw_class, Run.started, Run.tail_calls_per_s)
                                             .where(Run.tail_calls_per_s > 0)
                                             .order_by(Run.hw_class, Run.started)):
             series.setdefault(cls, []).append((started, rate))
-    if not series:
-        return "<p>No measured runs.</p>"
-    return "<div class=charts>" + "".join(line_chart(pts, f"{cls}: tail calls/s")
-                                         for cls, pts in series.items()) + "</div>"
+    return [chart_points(pts, f"{cls}: tail calls/s") for cls, pts in series.items()]
 
 
-def line_chart(points: list[tuple[datetime, float]], title: str, w: int = 420, h: int = 180) -> str:
-    """An SVG line chart of values over time, y from zero, one dot per run."""
+def chart_points(points: list[tuple[datetime, float]], title: str, w: int = 420, h: int = 180) -> dict:
+    """What templates/_chart.html draws: values over time, y from zero, one dot per run."""
     left, right, top, bottom = 56, 10, 24, 28
     t0, t1 = points[0][0], points[-1][0]
     span = (t1 - t0).total_seconds() or 1.0
@@ -262,20 +173,13 @@ def line_chart(points: list[tuple[datetime, float]], title: str, w: int = 420, h
         x = left + (w - left - right) * ((t - t0).total_seconds() / span if t1 > t0 else 0.5)
         return round(x, 1), round(h - bottom - (h - top - bottom) * v / ymax, 1)
 
-    coords = [xy(t, v) for t, v in points]
-    line = " ".join(f"{x},{y}" for x, y in coords)
-    dots = "".join(f'<circle cx="{x}" cy="{y}" r="2.5" fill="#1f5fbf"/>' for x, y in coords)
-    base = h - bottom
-    return (f'<svg width="{w}" height="{h}" role="img">'
-            f'<title>{esc(title)}</title><rect width="{w}" height="{h}" fill="#fafafa" stroke="#ccc"/>'
-            f'<text x="{left}" y="16" font-size="12">{esc(title)}</text>'
-            f'<line x1="{left}" y1="{top}" x2="{left}" y2="{base}" stroke="#888"/>'
-            f'<line x1="{left}" y1="{base}" x2="{w - right}" y2="{base}" stroke="#888"/>'
-            f'<text x="{left - 4}" y="{top + 4}" font-size="10" text-anchor="end">{_si(ymax)}</text>'
-            f'<text x="{left - 4}" y="{base}" font-size="10" text-anchor="end">0</text>'
-            f'<text x="{left}" y="{h - 8}" font-size="10">{_when(t0)}</text>'
-            f'<text x="{w - right}" y="{h - 8}" font-size="10" text-anchor="end">{_when(t1)}</text>'
-            f'<polyline points="{line}" fill="none" stroke="#1f5fbf" stroke-width="1.5"/>{dots}</svg>')
+    return dict(title=title, w=w, h=h, left=left, right=right, top=top, base=h - bottom,
+                coords=[xy(t, v) for t, v in points], ymax=_si(ymax), t0=t0, t1=t1)
+
+
+def line_chart(points: list[tuple[datetime, float]], title: str, w: int = 420, h: int = 180) -> str:
+    """The SVG line chart alone (the index draws it inside its own template)."""
+    return templates.env().get_template("_chart.html").module.line_chart(chart_points(points, title, w, h))
 
 
 def _si(v: float) -> str:
@@ -311,20 +215,16 @@ class JitPair:
 
 
 def signature_body(store: Store, sig: Signature, w: Where) -> str:
-    """A kernel signature's page body (sig-<id>.html), static and live alike."""
-    link = esc(sig.link or "–")
-    if sig.link and sig.link.startswith(("https://", "http://")):
-        link = f'<a href="{esc(sig.link)}">{link}</a>'  # never a javascript: URL
-    facts = [("status", esc(sig.status)), ("link", link), ("note", esc(sig.note or "–")),
-             ("kind", esc(sig.kind)), ("first seen", _when(sig.first_seen)),
-             ("last seen", _when(sig.last_seen)), ("count", str(sig.count)),
-             ("first kernel", esc(w.first_kernel or "–")), ("last kernel", esc(w.last_kernel or "–")),
-             ("hosts", str(w.hosts)), ("where", f"<span class=split>{esc(w.split())}</span>")]
-    facts += [("bisected", f"<span class=bisect>{esc(bisection_text(b))}</span>") for b in bisections_of(store, sig)]
-    return (f'<p><a href="index.html">← triage</a></p><h1>#{sig.id} {esc(sig.text)}</h1>'
-            + "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in facts) + "</table>"
-            + "<h2>Kernel log</h2>" + _kmsg_section(store, sig)
-            + "<h2>JIT disassembly</h2>" + _jit_section(jit_pair(store, sig)))
+    """A kernel signature's page body (sig-<id>.html), static and live alike;
+    the markup is templates/signature_body.html."""
+    pair = jit_pair(store, sig)
+    kinds = {"+": "add", "-": "del", "@": "hunk"}
+    # the first two diff lines: the --- / +++ header
+    diff_lines = [("file" if i < 2 else kinds.get(x[:1], "ctx"), x) for i, x in enumerate(pair.lines if pair else [])]
+    return templates.render("signature_body.html", sig=sig, w=w, bisections=bisections_of(store, sig),
+                            # an http(s) link only: never a javascript: URL
+                            link_ok=bool(sig.link and sig.link.startswith(("https://", "http://"))),
+                            kmsg=_kmsg(store, sig), pair=pair, diff_lines=diff_lines)
 
 
 def kmsg_sample(store: Store, sig: Signature) -> tuple[str, str] | None:
@@ -344,30 +244,15 @@ def kmsg_sample(store: Store, sig: Signature) -> tuple[str, str] | None:
     return None
 
 
-def _kmsg_section(store: Store, sig: Signature) -> str:
+def _kmsg(store: Store, sig: Signature) -> dict | None:
+    """The sample cut to KMSG_LINES, saying how many lines it left out."""
     sample = kmsg_sample(store, sig)
     if sample is None:
-        return "<p>No kernel log kept for this signature's runs.</p>"
+        return None
     run_id, text = sample
     lines = text.splitlines()
     more = f"\n… {len(lines) - KMSG_LINES} more lines" if len(lines) > KMSG_LINES else ""
-    return (f"<p class=muted>from run {esc(run_id)}</p>"
-            f"<pre class=kmsg>{esc(chr(10).join(lines[:KMSG_LINES]) + more)}</pre>")
-
-
-def _jit_section(pair: JitPair | None) -> str:
-    if pair is None:
-        return ("<p class=nojit>No pair available: no passing run on another host kept a JIT "
-                "listing of a program this signature's runs also kept.</p>")
-    head = (f"<p>Program <b>{esc(pair.program)}</b>: passing {esc(pair.passing.label())} "
-            f"against failing {esc(pair.failing.label())}.</p>")
-    if not pair.lines:
-        why = "the same jited_sha256" if pair.same_sha else "code that differs only in addresses"
-        return head + f"<p class=nojit>Both hosts' JIT emitted {why}: no difference to show.</p>"
-    kinds = {"+": "add", "-": "del", "@": "hunk"}
-    spans = "".join(f'<span class="{"file" if i < 2 else kinds.get(x[:1], "ctx")}">{esc(x)}\n</span>'
-                    for i, x in enumerate(pair.lines))  # the first two: the --- / +++ header
-    return head + f"<pre class=jitdiff>{spans}</pre>"
+    return {"run_id": run_id, "text": "\n".join(lines[:KMSG_LINES]) + more}
 
 
 def jit_pair(store: Store, sig: Signature) -> JitPair | None:
